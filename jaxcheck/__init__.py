@@ -1,0 +1,11 @@
+"""jaxcheck: fast, located gradient checks for JAX."""
+
+from ._check import assert_grad as assert_grad
+from ._check import check_grad as check_grad
+from ._errors import GradCheckError as GradCheckError
+from ._numerical import numerical_grad as numerical_grad
+from ._report import EntryReport as EntryReport
+from ._report import GradCheckReport as GradCheckReport
+from ._report import LeafSummary as LeafSummary
+
+__version__ = "0.1.0"

@@ -1,0 +1,213 @@
+"""Batched evaluation of `fun` at many perturbed points: `vmap` inside `jit`, in chunks.
+
+The perturbed leaves are grouped into blocks. A block is one large leaf, or a run
+of small leaves of one dtype, so a model with many biases does not pay one
+compilation per bias. Only the block carries the batch axis: everything `fun`
+computes before it touches the block is computed once per chunk, not once per
+perturbation. A block's perturbations are evaluated in chunks of a fixed size
+(the last one padded), so one compiled program serves every chunk of the block
+and a second check with the same shapes compiles nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._pytree import LeafInfo, Problem, format_path
+
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of live intermediates per chunk
+
+# On the CPU a chunk runs fastest when its working set stays near the caches:
+# measured on a 2-core Xeon (4 MiB L2), MLPs of 2.8e3 and 2.1e4 parameters ran
+# 2-3x faster with chunks of about this many bytes than with 1 GiB chunks.
+# Accelerators prefer the largest chunk the budget allows.
+CPU_CHUNK_BYTES = 32 << 20
+
+# Leaves with fewer entries than this share a block with their neighbours of the
+# same dtype; a block of small leaves is closed once it reaches this size.
+MIN_BLOCK_SIZE = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """Leaves perturbed by one compiled program (hashable: a static jit argument)."""
+
+    positions: tuple[int, ...]  # indices into the dynamic leaves
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(math.prod(shape) for shape in self.shapes)
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes)
+
+
+def plan_blocks(leaves: Sequence[LeafInfo]) -> list[tuple[Block, list[LeafInfo]]]:
+    """Groups consecutive small leaves of one dtype into blocks; big leaves stand alone."""
+    groups: list[list[LeafInfo]] = []
+    for leaf in leaves:
+        if leaf.size == 0:
+            continue
+        last = groups[-1] if groups else None
+        joins = (
+            last is not None
+            and leaf.size < MIN_BLOCK_SIZE
+            and sum(x.size for x in last) < MIN_BLOCK_SIZE
+            and (last[0].dtype, last[0].weak_type) == (leaf.dtype, leaf.weak_type)
+        )
+        if joins:
+            last.append(leaf)
+        else:
+            groups.append([leaf])
+    return [
+        (Block(tuple(x.position for x in g), tuple(x.shape for x in g)), g)
+        for g in groups
+    ]
+
+
+def _with_context(error: Exception, what: str) -> Exception:
+    error.add_note(f"jaxcheck: raised by `fun` while {what}.")
+    return error
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def evaluate(problem: Problem, dynamic: tuple[jax.Array, ...]) -> Any:
+    """`fun(params, *args)` at the unperturbed point."""
+    return problem.evaluate(dynamic)
+
+
+def _replace(dynamic: Sequence[Any], positions: Sequence[int], new: Sequence[Any]):
+    out = list(dynamic)
+    for position, value in zip(positions, new):
+        out[position] = value
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def value_and_grad(
+    problem: Problem, positions: tuple[int, ...], dynamic: tuple[jax.Array, ...]
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """`fun`'s value and its `jax.grad` with respect to the leaves at `positions`."""
+
+    def of_leaves(leaves):
+        return problem.evaluate(_replace(dynamic, positions, leaves))
+
+    return jax.value_and_grad(of_leaves)(tuple(dynamic[p] for p in positions))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _evaluate_chunk(
+    problem: Problem,
+    block: Block,
+    dynamic: tuple[jax.Array, ...],
+    indices: jax.Array,
+    values: jax.Array,
+) -> jax.Array:
+    """`fun` with entry `indices[k]` of the block set to `values[k]`, for every k."""
+    flat = jnp.concatenate([dynamic[p].reshape(-1) for p in block.positions])
+    splits = np.cumsum(block.sizes)[:-1].tolist()
+
+    def one(index, value):
+        pieces = jnp.split(flat.at[index].set(value), splits)
+        leaves = [x.reshape(shape) for x, shape in zip(pieces, block.shapes)]
+        return problem.evaluate(_replace(dynamic, block.positions, leaves))
+
+    return jax.vmap(one)(indices, values)
+
+
+def trace_base(problem: Problem, dynamic: tuple[jax.Array, ...]):
+    """Traces `fun` once (cached by `jit`): its output type and its jaxpr."""
+    try:
+        return evaluate.trace(problem, dynamic)
+    except Exception as error:
+        raise _with_context(error, "being traced at the unperturbed `params`")
+
+
+def intermediate_bytes(jaxpr: Any) -> int:
+    """Bytes of every value a jaxpr computes, sub-jaxprs included: an upper bound
+    on the live memory of one evaluation."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            aval = var.aval
+            if hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                total += math.prod(aval.shape) * np.dtype(aval.dtype).itemsize
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    total += intermediate_bytes(inner)
+    return total
+
+
+def bytes_per_evaluation(block: Block, itemsize: int, fun_bytes: int) -> int:
+    """Memory one batched evaluation needs: the perturbed copies of the block (the
+    flat vector and its pieces) plus `fun`'s intermediates."""
+    return 2 * block.size * itemsize + fun_bytes + 64
+
+
+def chunk_length(
+    n_evaluations: int, per_evaluation: int, memory_budget: int, chunk_size: int | None
+) -> int:
+    """Evaluations per chunk: `chunk_size`, or as many as the budget allows (on the
+    CPU, as many as keep the chunk near the caches), balanced so that padding the
+    last chunk wastes as little as possible."""
+    if chunk_size is not None:
+        return max(1, min(chunk_size, n_evaluations))
+    if per_evaluation > memory_budget:
+        raise ValueError(
+            f"`memory_budget` of {memory_budget} bytes is too small for a single "
+            f"evaluation of `fun`, which needs about {per_evaluation} bytes; raise "
+            "`memory_budget` or pass `chunk_size=1`."
+        )
+    target = memory_budget
+    if jax.default_backend() == "cpu":
+        target = min(target, max(CPU_CHUNK_BYTES, 16 * per_evaluation))
+    largest = max(1, int(target // per_evaluation))
+    n_chunks = -(-n_evaluations // largest)
+    return -(-n_evaluations // n_chunks)
+
+
+def evaluate_block(
+    problem: Problem,
+    block: Block,
+    block_leaves: Sequence[LeafInfo],
+    dynamic: tuple[jax.Array, ...],
+    indices: np.ndarray,
+    values: np.ndarray,
+    chunk: int,
+) -> np.ndarray:
+    """`fun` at every perturbation (`indices[k]` set to `values[k]`), chunk by chunk.
+
+    Each chunk is read back before the next is dispatched, which is what bounds the
+    memory (keeping two in flight measured no faster on the CPU).
+    """
+    n = len(indices)
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    # Padding re-evaluates entry 0 at its own value; the results are dropped.
+    base_value = np.asarray(dynamic[block.positions[0]]).reshape(-1)[:1]
+    indices = np.concatenate([indices, np.zeros(pad, indices.dtype)])
+    values = np.concatenate([values, np.repeat(base_value.astype(values.dtype), pad)])
+    results = []
+    for k in range(n_chunks):
+        part = slice(k * chunk, (k + 1) * chunk)
+        try:
+            out = _evaluate_chunk(problem, block, dynamic, indices[part], values[part])
+            results.append(np.asarray(out))
+        except Exception as error:
+            paths = ", ".join(format_path(leaf.path) for leaf in block_leaves)
+            raise _with_context(
+                error, f"evaluating chunk {k + 1} of {n_chunks} with {paths} perturbed"
+            )
+    return np.concatenate(results)[:n]

@@ -1,0 +1,226 @@
+"""`GradCheckReport`: the verdict of a check, per leaf and per entry."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from ._compare import ANALYTIC_NONFINITE, OK, STATUS_NAMES, Comparison, relative_difference
+from ._pytree import LeafInfo, format_path
+
+_WORST_SHOWN = 5
+
+
+def _location(path: str, index: tuple[int, ...]) -> str:
+    return format_path(path) + (f"[{', '.join(map(str, index))}]" if index else "")
+
+
+def _number(x: complex | float) -> float | complex:
+    x = complex(x)
+    return x.real if x.imag == 0 else x
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryReport:
+    """One entry of one leaf: both gradients and how far apart they are."""
+
+    path: str  # the leaf's pytree path, e.g. "['layers'][1]['w']"
+    index: tuple[int, ...]  # the entry's multi-index inside the leaf; () for a scalar
+    analytic: float | complex
+    numeric: float | complex
+    abs_err: float
+    rel_err: float
+    tolerance: float  # the entry's pass band for abs_err
+    step: float  # the finite-difference step h
+    status: str  # "ok", "mismatch", "analytic nan/inf" or "numeric nan/inf"
+
+    @property
+    def location(self) -> str:
+        """Path and index together, e.g. `['layers'][1]['w'][3, 5]`."""
+        return _location(self.path, self.index)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafSummary:
+    """The comparison of one perturbed leaf."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+    size: int
+    max_abs_err: float
+    max_rel_err: float
+    rel_diff: float  # ‖g − ĝ‖₂ / (‖g‖₂ + ‖ĝ‖₂) over this leaf
+    failed: int  # entries outside their pass band or not finite
+    status: str  # "ok", "mismatch" or "nan/inf"
+
+
+def _summarize(leaf: LeafInfo, c: Comparison) -> LeafSummary:
+    part = slice(leaf.offset, leaf.offset + leaf.size)
+    status = c.status[part]
+    failed = int(np.count_nonzero(status != OK))
+    if np.any(status >= ANALYTIC_NONFINITE):
+        verdict = "nan/inf"
+    else:
+        verdict = "mismatch" if failed else "ok"
+    empty = leaf.size == 0
+    return LeafSummary(
+        path=format_path(leaf.path),
+        shape=leaf.shape,
+        dtype=leaf.dtype.name,
+        size=leaf.size,
+        max_abs_err=0.0 if empty else float(np.max(c.abs_err[part])),
+        max_rel_err=0.0 if empty else float(np.max(c.rel_err[part])),
+        rel_diff=relative_difference(c.analytic[part], c.numeric[part]),
+        failed=failed,
+        status=verdict,
+    )
+
+
+class GradCheckReport:
+    """What a gradient check found: `ok`, a summary per leaf, and the worst entries.
+
+    `str(report)` is a table ending in a one-line verdict; `to_dict()` is the same
+    content as JSON-serializable data.
+    """
+
+    def __init__(
+        self,
+        *,
+        fun_name: str,
+        method: str,
+        leaves: tuple[LeafInfo, ...],
+        skipped: tuple[tuple[str, str], ...],
+        comparison: Comparison,
+        steps: np.ndarray,
+    ):
+        self.fun_name = fun_name
+        self.method = method
+        self.comparison = comparison
+        self.steps = steps
+        self._leaves = leaves
+        self.skipped = tuple((format_path(p), why) for p, why in skipped)
+        self.leaves = tuple(_summarize(leaf, comparison) for leaf in leaves)
+        self.rel_diff = relative_difference(comparison.analytic, comparison.numeric)
+        self.num_entries = int(comparison.status.size)
+        self.num_failed = int(np.count_nonzero(comparison.status != OK))
+        self.ok = self.num_entries > 0 and self.num_failed == 0
+
+    def _entry(self, flat: int) -> EntryReport:
+        nonempty = [leaf for leaf in self._leaves if leaf.size]
+        starts = [leaf.offset for leaf in nonempty]
+        leaf = nonempty[int(np.searchsorted(starts, flat, side="right")) - 1]
+        c = self.comparison
+        return EntryReport(
+            path=format_path(leaf.path),
+            index=leaf.locate(flat),
+            analytic=_number(c.analytic[flat]),
+            numeric=_number(c.numeric[flat]),
+            abs_err=float(c.abs_err[flat]),
+            rel_err=float(c.rel_err[flat]),
+            tolerance=float(c.tolerance[flat]),
+            step=float(self.steps[flat]),
+            status=STATUS_NAMES[int(c.status[flat])],
+        )
+
+    def worst(self, k: int = _WORST_SHOWN) -> list[EntryReport]:
+        """The `k` entries furthest outside their pass band (abs_err / tolerance),
+        non-finite ones first."""
+        score = self.comparison.score
+        order = np.argsort(-score, kind="stable")[:k]
+        return [self._entry(int(i)) for i in order]
+
+    def failures(self) -> list[EntryReport]:
+        """Every failing entry, worst first."""
+        return self.worst(self.num_failed)
+
+    def verdict(self) -> str:
+        """The one-line verdict that ends `str(report)`."""
+        if self.ok:
+            return (
+                f"OK: all {self.num_entries} entries of {len(self.leaves)} leaves "
+                f"agree (rel diff {self.rel_diff:.1e})."
+            )
+        worst = self.worst(1)[0]
+        bad_leaves = [s.path for s in self.leaves if s.status != "ok"]
+        return (
+            f"FAILED: {self.num_failed} of {self.num_entries} entries differ, in "
+            f"{', '.join(bad_leaves)}; worst {worst.location}: analytic "
+            f"{worst.analytic:.6g}, numeric {worst.numeric:.6g} ({worst.status}); "
+            f"rel diff {self.rel_diff:.1e}."
+        )
+
+    def __str__(self) -> str:
+        lines = [
+            f"Gradient check of `{self.fun_name}` ({self.method} differences): "
+            f"{self.num_entries} entries in {len(self.leaves)} leaves"
+        ]
+        width = max([len(s.path) for s in self.leaves] + [4])
+        header = (
+            f"  {'leaf':<{width}}  {'shape':<12} {'dtype':<9} {'max abs err':>11} "
+            f"{'max rel err':>11} {'rel diff':>9} {'failed':>7}  status"
+        )
+        lines.append(header)
+        for s in self.leaves:
+            lines.append(
+                f"  {s.path:<{width}}  {str(s.shape):<12} {s.dtype:<9} "
+                f"{s.max_abs_err:>11.2e} {s.max_rel_err:>11.2e} {s.rel_diff:>9.2e} "
+                f"{s.failed:>7}  {s.status}"
+            )
+        if self.skipped:
+            kept = "; ".join(f"{p} ({why})" for p, why in self.skipped)
+            lines.append(f"  not perturbed: {kept}")
+        worst = [e for e in self.worst() if e.status != "ok"] or self.worst(3)
+        if worst:
+            lines.append("  worst entries:" if not self.ok else "  closest to failing:")
+            w = max(len(e.location) for e in worst)
+            lines.append(
+                f"    {'entry':<{w}}  {'analytic':>13} {'numeric':>13} {'abs err':>9} "
+                f"{'tolerance':>9}  status"
+            )
+            for e in worst:
+                lines.append(
+                    f"    {e.location:<{w}}  {e.analytic:>13.6g} {e.numeric:>13.6g} "
+                    f"{e.abs_err:>9.2e} {e.tolerance:>9.2e}  {e.status}"
+                )
+        lines.append(self.verdict())
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"GradCheckReport(ok={self.ok}, rel_diff={self.rel_diff:.3g}, failed={self.num_failed}/{self.num_entries})"
+
+    def to_dict(self, worst: int = 20) -> dict[str, Any]:
+        """The report as JSON-serializable data (non-finite numbers as strings,
+        complex numbers as [real, imag])."""
+        return {
+            "ok": self.ok,
+            "fun": self.fun_name,
+            "method": self.method,
+            "num_entries": self.num_entries,
+            "num_failed": self.num_failed,
+            "rel_diff": _json_number(self.rel_diff),
+            "verdict": self.verdict(),
+            "leaves": [
+                {k: _json_number(v) for k, v in dataclasses.asdict(s).items()}
+                for s in self.leaves
+            ],
+            "skipped": [{"path": p, "reason": why} for p, why in self.skipped],
+            "worst": [
+                {k: _json_number(v) for k, v in dataclasses.asdict(e).items()}
+                | {"location": e.location}
+                for e in self.worst(worst)
+            ],
+        }
+
+
+def _json_number(x: Any) -> Any:
+    if isinstance(x, tuple):
+        return list(x)
+    if isinstance(x, complex):
+        return [_json_number(x.real), _json_number(x.imag)]
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return x

@@ -1,0 +1,78 @@
+"""Finite-difference steps and the default tolerances, both keyed by dtype."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+METHODS = ("central", "forward", "backward")
+
+# The step exponent that balances truncation against round-off error: with
+# machine epsilon u, h ≈ u^(1/3) for a two-sided difference (error O(h²) + u/h)
+# and h ≈ u^(1/2) for a one-sided one (error O(h) + u/h).
+_STEP_EXPONENT = {"central": 1 / 3, "forward": 1 / 2, "backward": 1 / 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """Default pass band of an entry: |a − n| ≤ atol + rtol·max(|a|, |n|) + noise."""
+
+    rtol: float
+    atol: float
+
+
+# Keyed by the perturbed leaf's real dtype. check_grads uses 1e-5 (float64) and
+# 2e-3 (float32) for both; we keep its rtol and add an entry-wise round-off term
+# instead of a larger atol, so that a gradient of 0 is still checked tightly.
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "float64": Tolerance(rtol=1e-5, atol=1e-8),
+    "float32": Tolerance(rtol=2e-3, atol=1e-5),
+    "float16": Tolerance(rtol=5e-2, atol=1e-2),
+    "bfloat16": Tolerance(rtol=5e-2, atol=1e-2),
+}
+
+# The round-off term is NOISE_FACTOR · u · max(|J(θ ± h)|) / |step|: the error of
+# subtracting two values of J each good to a few units in the last place.
+NOISE_FACTOR = 16.0
+
+
+def real_dtype(dtype: np.dtype) -> np.dtype:
+    """float32 for complex64, float64 for complex128; a real dtype unchanged."""
+    return np.dtype(jnp.finfo(dtype).dtype)
+
+
+def default_tolerance(dtype: np.dtype) -> Tolerance:
+    return DEFAULT_TOLERANCES.get(real_dtype(dtype).name, DEFAULT_TOLERANCES["float16"])
+
+
+def default_step_scale(dtype: np.dtype, method: str) -> float:
+    """u^(1/3) (central) or u^(1/2) (one-sided) for the dtype's machine epsilon u."""
+    return float(jnp.finfo(dtype).eps) ** _STEP_EXPONENT[method]
+
+
+def step_sizes(
+    theta: np.ndarray, dtype: np.dtype, method: str, eps: float | None
+) -> np.ndarray:
+    """Per-entry steps h, as float64, for the entries `theta` of a leaf of `dtype`.
+
+    With `eps=None`, h = scale · max(1, |θᵢ|) rounded to a power of two, so that
+    θᵢ ± h is exact in the leaf's dtype whenever it stays in θᵢ's binade. A float
+    `eps` is the same absolute step for every entry.
+    """
+    if eps is not None:
+        return np.full(theta.shape, float(eps))
+    magnitude = np.maximum(1.0, np.abs(theta.astype(np.complex128)))
+    raw = default_step_scale(dtype, method) * magnitude
+    return np.exp2(np.round(np.log2(raw)))
+
+
+def perturbed_values(
+    theta: np.ndarray, steps: np.ndarray, sign: float, unit: complex, dtype: np.dtype
+) -> np.ndarray:
+    """θ + sign·unit·h, rounded to the leaf's dtype (the value `fun` will see)."""
+    shifted = theta.astype(np.complex128) + sign * unit * steps
+    if not jnp.issubdtype(dtype, jnp.complexfloating):
+        shifted = shifted.real
+    return shifted.astype(dtype)

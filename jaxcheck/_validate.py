@@ -1,0 +1,153 @@
+"""Argument checks, run in Python before anything is traced.
+
+Each error names the argument, says what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import jax
+import numpy as np
+
+from ._pytree import SplitTree, format_path
+from ._steps import METHODS
+
+
+def check_fun(fun: Any) -> None:
+    if not callable(fun):
+        raise TypeError(
+            f"`fun` must be callable as fun(params, *args) -> scalar, got "
+            f"{type(fun).__name__}. Pass the loss function itself, not its value."
+        )
+
+
+def check_method(method: Any) -> None:
+    if method not in METHODS:
+        raise ValueError(
+            f"`method` must be one of {', '.join(map(repr, METHODS))}, got {method!r}."
+        )
+
+
+def _is_real_number(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def check_eps(eps: Any) -> None:
+    if eps is None:
+        return
+    if not _is_real_number(eps):
+        raise TypeError(
+            f"`eps` must be a positive float or None (a step chosen per entry), got "
+            f"{type(eps).__name__}."
+        )
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(
+            f"`eps` must be positive and finite, got {eps!r}; pass eps=None to let "
+            "jaxcheck choose a step for each entry from its dtype and magnitude."
+        )
+
+
+def check_tolerance(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not _is_real_number(value):
+        raise TypeError(f"`{name}` must be a non-negative float or None, got {value!r}.")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(
+            f"`{name}` must be non-negative and finite, got {value!r}; pass None for "
+            "the dtype's default."
+        )
+
+
+def check_chunking(chunk_size: Any, memory_budget: Any) -> None:
+    if chunk_size is not None:
+        if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool):
+            raise TypeError(
+                f"`chunk_size` must be a positive int or None, got {chunk_size!r}."
+            )
+        if chunk_size < 1:
+            raise ValueError(
+                f"`chunk_size` must be at least 1, got {chunk_size}; pass None to "
+                "derive it from `memory_budget`."
+            )
+    if not _is_real_number(memory_budget):
+        raise TypeError(
+            f"`memory_budget` must be a number of bytes, got {memory_budget!r}."
+        )
+    if not (math.isfinite(memory_budget) and memory_budget > 0):
+        raise ValueError(
+            f"`memory_budget` must be a positive number of bytes, got {memory_budget!r}."
+        )
+
+
+def check_not_traced(params: Any, args: tuple[Any, ...]) -> None:
+    for leaf in jax.tree_util.tree_leaves((params, args)):
+        if isinstance(leaf, jax.core.Tracer):
+            raise TypeError(
+                "`params` or `args` hold a JAX tracer: a gradient check cannot run "
+                "inside `jax.jit`, `jax.vmap` or `jax.grad`. Call it outside the "
+                "transformation, on concrete arrays; it jits its own evaluations."
+            )
+
+
+def check_has_entries(tree: SplitTree) -> None:
+    if tree.size > 0:
+        return
+    if tree.leaves:
+        found = "only zero-size floating leaves"
+    elif tree.skipped:
+        kept = ", ".join(f"{format_path(p)} ({why})" for p, why in tree.skipped[:5])
+        found = f"no floating leaves; kept unperturbed: {kept}"
+    else:
+        found = "an empty pytree"
+    raise ValueError(
+        f"`params` has nothing to check: {found}. jaxcheck perturbs floating and "
+        "complex array leaves; cast integer parameters with `.astype(float)`."
+    )
+
+
+def check_output(out_info: Any) -> None:
+    """`fun` must return a real floating scalar."""
+    shape = getattr(out_info, "shape", None)
+    dtype = getattr(out_info, "dtype", None)
+    if shape is None or dtype is None:
+        raise TypeError(
+            "`fun` must return a scalar array, got a "
+            f"{jax.tree_util.tree_structure(out_info)} pytree. Reduce it to a scalar "
+            "loss, e.g. `jnp.sum(...)`."
+        )
+    if shape != ():
+        raise TypeError(
+            f"`fun` must return a scalar, got an output of shape {shape}. A gradient "
+            "check needs a scalar loss J(θ): reduce it (e.g. `jnp.mean(...)`), not "
+            "the network's raw output."
+        )
+    if np.issubdtype(dtype, np.complexfloating):
+        raise TypeError(
+            f"`fun` must return a real scalar, got {np.dtype(dtype).name}. Return "
+            "the real part, or a real function of it such as `jnp.abs(z) ** 2`."
+        )
+    if not np.issubdtype(dtype, np.floating):
+        raise TypeError(
+            f"`fun` must return a floating scalar, got {np.dtype(dtype).name}; an "
+            "integer or boolean output has no gradient. Compute the loss in floats."
+        )
+
+
+def check_base_value(value: float, tree: SplitTree) -> None:
+    if math.isfinite(value):
+        return
+    bad = [
+        format_path(leaf.path)
+        for leaf in tree.leaves
+        if not np.all(np.isfinite(np.asarray(tree.dynamic[leaf.position])))
+    ]
+    where = f" `params` has non-finite entries in {', '.join(bad)}." if bad else ""
+    raise ValueError(
+        f"`fun(params, *args)` is {value} at the given `params`; a gradient check "
+        f"needs a finite value there.{where} Check for NaN/Inf in the inputs or a "
+        "log/division at a domain edge."
+    )
