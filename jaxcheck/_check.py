@@ -17,7 +17,11 @@ from ._report import GradCheckReport
 
 
 def _fun_name(fun: Callable[..., Any]) -> str:
-    return getattr(fun, "__qualname__", None) or getattr(fun, "__name__", None) or repr(fun)
+    return (
+        getattr(fun, "__qualname__", None)
+        or getattr(fun, "__name__", None)
+        or repr(fun)
+    )
 
 
 def _given_gradient_leaves(grad: Any, tree: SplitTree) -> list[np.ndarray]:
@@ -80,7 +84,9 @@ def _analytic(
         try:
             grad = grad(params, *args)
         except Exception as error:
-            error.add_note("jaxcheck: raised by the `grad` callable, grad(params, *args).")
+            error.add_note(
+                "jaxcheck: raised by the `grad` callable, grad(params, *args)."
+            )
             raise
     return value, _given_gradient_leaves(grad, tree)
 
@@ -212,4 +218,3 @@ def assert_grad(fun: Callable[..., Any], params: Any, *args: Any, **options: Any
     if not report.ok:
         raise GradCheckError(str(report))
     return report
-

@@ -53,7 +53,7 @@ class Block:
 
 
 def plan_blocks(leaves: Sequence[LeafInfo]) -> list[tuple[Block, list[LeafInfo]]]:
-    """Groups consecutive small leaves of one dtype into blocks; big leaves stand alone."""
+    """Groups consecutive small leaves of one dtype; a big leaf is a block alone."""
     groups: list[list[LeafInfo]] = []
     for leaf in leaves:
         if leaf.size == 0:
@@ -75,9 +75,9 @@ def plan_blocks(leaves: Sequence[LeafInfo]) -> list[tuple[Block, list[LeafInfo]]
     ]
 
 
-def _with_context(error: Exception, what: str) -> Exception:
+def _add_context(error: Exception, what: str) -> None:
+    """Notes where jaxcheck was when `fun` raised; the traceback stays the user's."""
     error.add_note(f"jaxcheck: raised by `fun` while {what}.")
-    return error
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -88,7 +88,7 @@ def evaluate(problem: Problem, dynamic: tuple[jax.Array, ...]) -> Any:
 
 def _replace(dynamic: Sequence[Any], positions: Sequence[int], new: Sequence[Any]):
     out = list(dynamic)
-    for position, value in zip(positions, new):
+    for position, value in zip(positions, new, strict=True):
         out[position] = value
     return out
 
@@ -119,7 +119,9 @@ def _evaluate_chunk(
 
     def one(index, value):
         pieces = jnp.split(flat.at[index].set(value), splits)
-        leaves = [x.reshape(shape) for x, shape in zip(pieces, block.shapes)]
+        leaves = [
+            x.reshape(shape) for x, shape in zip(pieces, block.shapes, strict=True)
+        ]
         return problem.evaluate(_replace(dynamic, block.positions, leaves))
 
     return jax.vmap(one)(indices, values)
@@ -130,7 +132,8 @@ def trace_base(problem: Problem, dynamic: tuple[jax.Array, ...]):
     try:
         return evaluate.trace(problem, dynamic)
     except Exception as error:
-        raise _with_context(error, "being traced at the unperturbed `params`")
+        _add_context(error, "being traced at the unperturbed `params`")
+        raise
 
 
 def intermediate_bytes(jaxpr: Any) -> int:
@@ -207,7 +210,8 @@ def evaluate_block(
             results.append(np.asarray(out))
         except Exception as error:
             paths = ", ".join(format_path(leaf.path) for leaf in block_leaves)
-            raise _with_context(
+            _add_context(
                 error, f"evaluating chunk {k + 1} of {n_chunks} with {paths} perturbed"
             )
+            raise
     return np.concatenate(results)[:n]

@@ -121,7 +121,13 @@ def finite_differences(
         chunk = chunk_length(len(values) * size, per_eval, memory_budget, chunk_size)
         index = np.tile(np.arange(size, dtype=np.int32), len(values))
         evals = evaluate_block(
-            tree.problem, block, leaves, tree.dynamic, index, np.concatenate(values), chunk
+            tree.problem,
+            block,
+            leaves,
+            tree.dynamic,
+            index,
+            np.concatenate(values),
+            chunk,
         ).astype(np.float64)
         evals = evals.reshape(len(units), len(signs), size)
         theta128 = theta.astype(np.complex128)
@@ -129,7 +135,9 @@ def finite_differences(
         block_derivative = np.zeros(size, derivative.dtype)
         block_noise = np.zeros(size)
         for k, unit in enumerate(units):
-            moved = [v.astype(np.complex128) for v in values[k * len(signs) :][: len(signs)]]
+            moved = [
+                v.astype(np.complex128) for v in values[k * len(signs) :][: len(signs)]
+            ]
             if method == "central":
                 upper, lower = evals[k, 0], evals[k, 1]
                 delta = _realized(moved[0] - moved[1], unit)
@@ -145,7 +153,9 @@ def finite_differences(
             # grad = ∂J/∂x − i ∂J/∂y.
             block_derivative += slope if unit == 1.0 else -1j * slope
             scale = np.maximum(np.abs(upper), np.abs(lower))
-            block_noise = np.maximum(block_noise, NOISE_FACTOR * u * scale / np.abs(delta))
+            block_noise = np.maximum(
+                block_noise, NOISE_FACTOR * u * scale / np.abs(delta)
+            )
         start = leaves[0].offset
         derivative[start : start + size] = block_derivative
         noise[start : start + size] = block_noise
@@ -163,7 +173,8 @@ def base_value_of(prepared: Prepared) -> float:
 def to_leaves(tree: SplitTree, flat: np.ndarray) -> list[np.ndarray]:
     """Cuts a flat θ-ordered vector into arrays shaped like the perturbed leaves."""
     return [
-        flat[leaf.offset : leaf.offset + leaf.size].reshape(leaf.shape) for leaf in tree.leaves
+        flat[leaf.offset : leaf.offset + leaf.size].reshape(leaf.shape)
+        for leaf in tree.leaves
     ]
 
 
@@ -214,24 +225,36 @@ def numerical_grad(
         >>> import jax.numpy as jnp
         >>> import jaxcheck
         >>> cube = lambda theta: theta**3
-        >>> float(jaxcheck.numerical_grad(cube, jnp.array(1.0), eps=0.01))
+        >>> theta = jnp.array(1.0)
+        >>> round(float(jaxcheck.numerical_grad(cube, theta, eps=0.01)), 8)
         3.0001
-        >>> float(jaxcheck.numerical_grad(cube, jnp.array(1.0), eps=0.01, method="forward"))
+        >>> forward = jaxcheck.numerical_grad(cube, theta, eps=0.01, method="forward")
+        >>> round(float(forward), 8)
         3.0301
     """
     prepared = prepare(
-        fun, params, args, method=method, eps=eps, chunk_size=chunk_size,
+        fun,
+        params,
+        args,
+        method=method,
+        eps=eps,
+        chunk_size=chunk_size,
         memory_budget=memory_budget,
     )
     base_value = base_value_of(prepared)
     diffs = finite_differences(
-        prepared, method=method, eps=eps, base_value=base_value,
-        chunk_size=chunk_size, memory_budget=memory_budget,
+        prepared,
+        method=method,
+        eps=eps,
+        base_value=base_value,
+        chunk_size=chunk_size,
+        memory_budget=memory_budget,
     )
     tree = prepared.tree
     values = [
-        jnp.asarray(x.astype(leaf.dtype if leaf.dtype.kind == "c" else real_dtype(leaf.dtype)))
-        for leaf, x in zip(tree.leaves, to_leaves(tree, diffs.derivative))
+        jnp.asarray(
+            x.astype(leaf.dtype if leaf.dtype.kind == "c" else real_dtype(leaf.dtype))
+        )
+        for leaf, x in zip(tree.leaves, to_leaves(tree, diffs.derivative), strict=True)
     ]
     return leaf_values_to_params(tree, values)
-

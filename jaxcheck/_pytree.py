@@ -196,19 +196,23 @@ def split(fun: Callable[..., Any], params: Any, args: tuple[Any, ...]) -> SplitT
             kinds.append(ARRAY)
             dynamic.append(leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf))
             if in_params:
-                skipped.append((path, f"{_describe(leaf)}: not floating, not perturbed"))
+                skipped.append(
+                    (path, f"{_describe(leaf)}: not floating, not perturbed")
+                )
         else:
             kinds.append(STATIC)
             statics.append(_Static(leaf))
             if in_params:
                 skipped.append((path, f"{_describe(leaf)}: static, passed through"))
     problem = Problem(fun, treedef, tuple(kinds), tuple(statics))
-    return SplitTree(problem, tuple(dynamic), tuple(leaves), tuple(skipped), params_treedef)
+    return SplitTree(
+        problem, tuple(dynamic), tuple(leaves), tuple(skipped), params_treedef
+    )
 
 
 def leaf_values_to_params(tree: SplitTree, values: Sequence[Any]) -> Any:
-    """A pytree shaped like `params` with `values` at the perturbed leaves, None elsewhere."""
+    """A pytree like `params`: `values` at the perturbed leaves, None elsewhere."""
     out: list[Any] = [None] * tree.params_treedef.num_leaves
-    for leaf, value in zip(tree.leaves, values):
+    for leaf, value in zip(tree.leaves, values, strict=True):
         out[leaf.tree_index] = value
     return jax.tree_util.tree_unflatten(tree.params_treedef, out)

@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from ._compare import ANALYTIC_NONFINITE, OK, STATUS_NAMES, Comparison, relative_difference
+from ._compare import (
+    ANALYTIC_NONFINITE,
+    OK,
+    STATUS_NAMES,
+    Comparison,
+    relative_difference,
+)
 from ._pytree import LeafInfo, format_path
 
 _WORST_SHOWN = 5
@@ -190,7 +196,10 @@ class GradCheckReport:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"GradCheckReport(ok={self.ok}, rel_diff={self.rel_diff:.3g}, failed={self.num_failed}/{self.num_entries})"
+        return (
+            f"GradCheckReport(ok={self.ok}, rel_diff={self.rel_diff:.3g}, "
+            f"failed={self.num_failed}/{self.num_entries})"
+        )
 
     def to_dict(self, worst: int = 20) -> dict[str, Any]:
         """The report as JSON-serializable data (non-finite numbers as strings,

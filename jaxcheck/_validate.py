@@ -54,7 +54,9 @@ def check_tolerance(name: str, value: Any) -> None:
     if value is None:
         return
     if not _is_real_number(value):
-        raise TypeError(f"`{name}` must be a non-negative float or None, got {value!r}.")
+        raise TypeError(
+            f"`{name}` must be a non-negative float or None, got {value!r}."
+        )
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(
             f"`{name}` must be non-negative and finite, got {value!r}; pass None for "
@@ -79,7 +81,8 @@ def check_chunking(chunk_size: Any, memory_budget: Any) -> None:
         )
     if not (math.isfinite(memory_budget) and memory_budget > 0):
         raise ValueError(
-            f"`memory_budget` must be a positive number of bytes, got {memory_budget!r}."
+            "`memory_budget` must be a positive number of bytes, got "
+            f"{memory_budget!r}."
         )
 
 

@@ -1,0 +1,4 @@
+import jax
+
+# Tests run in float64 unless a test is about float32 behaviour.
+jax.config.update("jax_enable_x64", True)
