@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 
 from . import _validate
@@ -24,15 +25,36 @@ def _fun_name(fun: Callable[..., Any]) -> str:
     )
 
 
-def _given_gradient_leaves(grad: Any, tree: SplitTree) -> list[np.ndarray]:
+def _missing_path(params: Any, grad: Any) -> str | None:
+    """The first path of `params` that `grad` does not have, if any."""
+    for key_path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        node = grad
+        for depth, key in enumerate(key_path):
+            try:
+                if isinstance(key, jax.tree_util.DictKey):
+                    node = node[key.key]
+                elif isinstance(key, jax.tree_util.SequenceKey):
+                    node = node[key.idx]
+                elif isinstance(key, jax.tree_util.GetAttrKey):
+                    node = getattr(node, key.name)
+                else:
+                    return None
+            except (KeyError, IndexError, TypeError, AttributeError):
+                return format_path(jax.tree_util.keystr(key_path[: depth + 1]))
+    return None
+
+
+def _given_gradient_leaves(grad: Any, params: Any, tree: SplitTree) -> list[np.ndarray]:
     """The entries of a user-given gradient pytree at the perturbed leaves, checked
     against `params` for structure, shape and dtype."""
     try:
         flat = tree.params_treedef.flatten_up_to(grad)
     except (ValueError, TypeError) as error:
+        missing = _missing_path(params, grad)
+        where = f" `grad` has no {missing};" if missing else ""
         raise ValueError(
             "`grad` must have the tree structure of `params` (None or anything at "
-            f"non-floating leaves), but it differs: {error}"
+            f"non-floating leaves), but it differs:{where} {error}"
         ) from None
     out = []
     for leaf in tree.leaves:
@@ -88,7 +110,7 @@ def _analytic(
                 "jaxcheck: raised by the `grad` callable, grad(params, *args)."
             )
             raise
-    return value, _given_gradient_leaves(grad, tree)
+    return value, _given_gradient_leaves(grad, params, tree)
 
 
 def check_grad(

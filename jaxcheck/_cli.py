@@ -12,11 +12,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="check the seed examples and a planted bug")
-    from . import _demo
+    bench = commands.add_parser(
+        "bench", help="time check_grad against a per-parameter loop and other checkers"
+    )
+    from . import _bench, _demo
 
     _demo.add_arguments(demo)
+    _bench.add_arguments(bench)
     args = parser.parse_args(argv)
-    return _demo.run(args)
+    if args.command == "demo":
+        return _demo.run(args)
+    return _bench.run(args)
 
 
 if __name__ == "__main__":

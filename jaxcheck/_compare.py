@@ -73,6 +73,7 @@ def compare(
         rel_err = np.where(scale > 0, abs_err / np.where(scale > 0, scale, 1), 0.0)
         tolerance = atols + rtols * scale
         status = np.where(abs_err <= tolerance, OK, MISMATCH).astype(np.int8)
+    rel_err[~np.isfinite(scale)] = np.nan
     status[~np.isfinite(numeric)] = NUMERIC_NONFINITE
     status[~np.isfinite(analytic)] = ANALYTIC_NONFINITE
     return Comparison(analytic, numeric, abs_err, rel_err, tolerance, status)

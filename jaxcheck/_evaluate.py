@@ -144,7 +144,9 @@ def intermediate_bytes(jaxpr: Any) -> int:
         for var in eqn.outvars:
             aval = var.aval
             if hasattr(aval, "shape") and hasattr(aval, "dtype"):
-                total += math.prod(aval.shape) * np.dtype(aval.dtype).itemsize
+                # PRNG key dtypes have no NumPy itemsize; count them as 8 bytes.
+                itemsize = getattr(aval.dtype, "itemsize", 8)
+                total += math.prod(aval.shape) * itemsize
         for param in eqn.params.values():
             for sub in param if isinstance(param, (tuple, list)) else (param,):
                 inner = getattr(sub, "jaxpr", sub)

@@ -21,7 +21,7 @@ from ._evaluate import (
     trace_base,
 )
 from ._pytree import LeafInfo, SplitTree, format_path, leaf_values_to_params, split
-from ._steps import NOISE_FACTOR, perturbed_values, real_dtype, step_sizes
+from ._steps import NOISE_FACTOR, perturbed_values, step_sizes
 
 _SIGNS = {"central": (1.0, -1.0), "forward": (1.0,), "backward": (-1.0,)}
 
@@ -252,9 +252,7 @@ def numerical_grad(
     )
     tree = prepared.tree
     values = [
-        jnp.asarray(
-            x.astype(leaf.dtype if leaf.dtype.kind == "c" else real_dtype(leaf.dtype))
-        )
+        jnp.asarray((x if leaf.dtype.kind == "c" else x.real).astype(leaf.dtype))
         for leaf, x in zip(tree.leaves, to_leaves(tree, diffs.derivative), strict=True)
     ]
     return leaf_values_to_params(tree, values)

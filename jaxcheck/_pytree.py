@@ -158,7 +158,7 @@ def format_path(path: str) -> str:
 
 def _describe(x: Any) -> str:
     if isinstance(x, (jax.Array, np.ndarray, np.generic)):
-        return f"{np.dtype(x.dtype).name} array"
+        return f"{x.dtype} array"
     return type(x).__name__
 
 
@@ -204,6 +204,12 @@ def split(fun: Callable[..., Any], params: Any, args: tuple[Any, ...]) -> SplitT
             statics.append(_Static(leaf))
             if in_params:
                 skipped.append((path, f"{_describe(leaf)}: static, passed through"))
+    # None is an empty subtree, not a leaf; list it so the report shows every path.
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(
+        params, is_leaf=lambda x: x is None
+    )[0]:
+        if leaf is None:
+            skipped.append((jax.tree_util.keystr(key_path), "None: no entries"))
     problem = Problem(fun, treedef, tuple(kinds), tuple(statics))
     return SplitTree(
         problem, tuple(dynamic), tuple(leaves), tuple(skipped), params_treedef

@@ -10,6 +10,7 @@ import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ._pytree import SplitTree, format_path
@@ -99,10 +100,11 @@ def check_not_traced(params: Any, args: tuple[Any, ...]) -> None:
 def check_has_entries(tree: SplitTree) -> None:
     if tree.size > 0:
         return
+    kept_leaves = [(p, why) for p, why in tree.skipped if not why.startswith("None")]
     if tree.leaves:
         found = "only zero-size floating leaves"
-    elif tree.skipped:
-        kept = ", ".join(f"{format_path(p)} ({why})" for p, why in tree.skipped[:5])
+    elif kept_leaves:
+        kept = ", ".join(f"{format_path(p)} ({why})" for p, why in kept_leaves[:5])
         found = f"no floating leaves; kept unperturbed: {kept}"
     else:
         found = "an empty pytree"
@@ -128,12 +130,12 @@ def check_output(out_info: Any) -> None:
             "check needs a scalar loss J(θ): reduce it (e.g. `jnp.mean(...)`), not "
             "the network's raw output."
         )
-    if np.issubdtype(dtype, np.complexfloating):
+    if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError(
             f"`fun` must return a real scalar, got {np.dtype(dtype).name}. Return "
             "the real part, or a real function of it such as `jnp.abs(z) ** 2`."
         )
-    if not np.issubdtype(dtype, np.floating):
+    if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
             f"`fun` must return a floating scalar, got {np.dtype(dtype).name}; an "
             "integer or boolean output has no gradient. Compute the loss in floats."

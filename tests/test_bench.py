@@ -1,0 +1,92 @@
+"""Smoke tests of `jaxcheck bench` on tiny models: seconds, not minutes."""
+
+import json
+
+import pytest
+
+from jaxcheck import _bench, _cli
+
+TINY = ["bench", "--widths", "3", "--repeats", "1"]
+
+
+def _table(out: str) -> list[dict[str, str]]:
+    """The rows of the printed markdown table, keyed by column header."""
+    lines = [line for line in out.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return [dict(zip(cells[0], row, strict=True)) for row in cells[2:]]
+
+
+def test_width_is_the_one_closest_to_the_target():
+    assert _bench.n_params(32) == 2788 and _bench.n_params(96) == 20644
+    assert [_bench.width_for(n) for n in (1e3, 2.8e3, 20644, 1e4)] == [17, 32, 96, 65]
+    assert _bench.width_for(1) == 1
+
+
+def test_bench_prints_the_table_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert _cli.main([*TINY, "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "JAX " in out and "cores" in out and "torch" in out
+    assert "one random direction" in out
+    (row,) = _table(out)
+    assert (row["N"], row["h"]) == ("91", "3")
+    for column in (
+        "jaxcheck compile s",
+        "jaxcheck run s",
+        "loop first s",
+        "loop repeated s",
+        "check_grads† first s",
+        "check_grads† repeated s",
+        "jaxcheck evals/s",
+        "forward+loss s",
+    ):
+        assert float(row[column]) > 0, column
+    for column in ("loop/jaxcheck first", "loop/jaxcheck repeated"):
+        assert row[column].endswith("×") and float(row[column][:-1]) > 0
+
+    record = json.loads(path.read_text())
+    assert record["machine"]["cores"] >= 1
+    (result,) = record["results"]
+    assert (result["N"], result["h"]) == (91, 3)
+    for method in ("jaxcheck", "loop", "check_grads"):
+        assert result[method]["ok"] == [True]
+        assert all(t > 0 for t in result[method]["first"] + result[method]["second"])
+    assert len(result["forward"]) > 0
+
+
+def test_bench_skips_the_loop_above_its_limit(capsys):
+    assert _cli.main([*TINY, "--max-loop-params", "50"]) == 0
+    (row,) = _table(capsys.readouterr().out)
+    assert row["loop first s"] == row["loop/jaxcheck repeated"] == "skipped"
+    assert float(row["jaxcheck run s"]) > 0
+
+
+def test_memory_mode_stops_the_check_at_the_limit(tmp_path, capsys):
+    path = tmp_path / "memory.json"
+    argv = ["bench", "--memory", "--memory-params", "100", "--memory-seconds", "0.2"]
+    assert _cli.main([*argv, "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "STOPPED after the 0.2 s limit" in out and "memory stays bounded" in out
+    assert "peak RSS while checking" in out and "memory_budget 1,073,741,824" in out
+    memory = json.loads(path.read_text())["memory"]
+    assert memory["check"]["stopped"] and not memory["baseline"]["stopped"]
+    assert memory["baseline"]["peak_rss_bytes"] > 10 << 20  # python + jax, at least
+    assert memory["memory_budget"] == 1 << 30
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--repeats", "0"),
+        ("--params", "-1"),
+        ("--params", "0"),
+        ("--widths", "2.5"),
+        ("--memory-seconds", "nan"),
+        ("--max-loop-params", "many"),
+    ],
+)
+def test_bench_rejects_a_bad_option(option, value, capsys):
+    with pytest.raises(SystemExit) as exited:
+        _cli.main(["bench", option, value])
+    assert exited.value.code == 2
+    assert f"argument {option}: must be" in capsys.readouterr().err
