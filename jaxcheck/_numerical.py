@@ -21,7 +21,7 @@ from ._evaluate import (
     trace_base,
 )
 from ._pytree import LeafInfo, SplitTree, format_path, leaf_values_to_params, split
-from ._steps import NOISE_FACTOR, perturbed_values, step_sizes
+from ._steps import NOISE_FACTOR, host_dtype, perturbed_values, step_sizes
 
 _SIGNS = {"central": (1.0, -1.0), "forward": (1.0,), "backward": (-1.0,)}
 
@@ -130,23 +130,24 @@ def finite_differences(
             chunk,
         ).astype(np.float64)
         evals = evals.reshape(len(units), len(signs), size)
-        theta128 = theta.astype(np.complex128)
+        theta_host = theta.astype(host_dtype(dtype))
         u = max(float(jnp.finfo(dtype).eps), float(jnp.finfo(prepared.out_dtype).eps))
         block_derivative = np.zeros(size, derivative.dtype)
         block_noise = np.zeros(size)
         for k, unit in enumerate(units):
             moved = [
-                v.astype(np.complex128) for v in values[k * len(signs) :][: len(signs)]
+                v.astype(host_dtype(dtype))
+                for v in values[k * len(signs) :][: len(signs)]
             ]
             if method == "central":
                 upper, lower = evals[k, 0], evals[k, 1]
                 delta = _realized(moved[0] - moved[1], unit)
             elif method == "forward":
                 upper, lower = evals[k, 0], np.full(size, base_value)
-                delta = _realized(moved[0] - theta128, unit)
+                delta = _realized(moved[0] - theta_host, unit)
             else:
                 upper, lower = np.full(size, base_value), evals[k, 0]
-                delta = _realized(theta128 - moved[0], unit)
+                delta = _realized(theta_host - moved[0], unit)
             _check_steps_resolve(delta, leaves, eps)
             slope = (upper - lower) / delta
             # JAX's convention for a real function of a complex z = x + iy:

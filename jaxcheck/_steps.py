@@ -38,6 +38,11 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
 NOISE_FACTOR = 16.0
 
 
+def host_dtype(dtype: np.dtype) -> type:
+    """The host dtype that holds a leaf's values exactly: complex128 or float64."""
+    return np.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else np.float64
+
+
 def real_dtype(dtype: np.dtype) -> np.dtype:
     """float32 for complex64, float64 for complex128; a real dtype unchanged."""
     return np.dtype(jnp.finfo(dtype).dtype)
@@ -63,7 +68,7 @@ def step_sizes(
     """
     if eps is not None:
         return np.full(theta.shape, float(eps))
-    magnitude = np.maximum(1.0, np.abs(theta.astype(np.complex128)))
+    magnitude = np.maximum(1.0, np.abs(theta.astype(host_dtype(dtype))))
     raw = default_step_scale(dtype, method) * magnitude
     return np.exp2(np.round(np.log2(raw)))
 
@@ -72,7 +77,7 @@ def perturbed_values(
     theta: np.ndarray, steps: np.ndarray, sign: float, unit: complex, dtype: np.dtype
 ) -> np.ndarray:
     """θ + sign·unit·h, rounded to the leaf's dtype (the value `fun` will see)."""
-    shifted = theta.astype(np.complex128) + sign * unit * steps
-    if not jnp.issubdtype(dtype, jnp.complexfloating):
-        shifted = shifted.real
+    shifted = theta.astype(host_dtype(dtype)) + sign * (unit * steps).astype(
+        host_dtype(dtype)
+    )
     return shifted.astype(dtype)
