@@ -1,0 +1,65 @@
+"""Determinism and thread safety: a gradient check runs inside other test suites."""
+
+import concurrent.futures
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcheck
+
+
+def mlp_loss(params, x):
+    h = jnp.tanh(x @ params["w1"] + params["b1"])
+    return jnp.sum((h @ params["w2"]) ** 2)
+
+
+def make_params(width, seed=0):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    return {
+        "w1": jax.random.normal(k1, (3, width)),
+        "b1": jnp.linspace(-1.0, 1.0, width),
+        "w2": jax.random.normal(k2, (width, 2)),
+    }
+
+
+X = jnp.linspace(-1.0, 1.0, 12).reshape(4, 3)
+
+
+def wrong_grad(params, x):
+    grads = jax.grad(mlp_loss)(params, x)
+    return {**grads, "b1": grads["b1"].at[1].multiply(1.5)}
+
+
+def _arrays(report):
+    c = report.comparison
+    return [c.analytic, c.numeric, c.abs_err, c.tolerance, c.status, report.steps]
+
+
+@pytest.mark.parametrize("grad", [None, wrong_grad], ids=["correct", "planted_bug"])
+def test_same_call_twice_gives_identical_reports(grad):
+    first = jaxcheck.check_grad(mlp_loss, make_params(5), X, grad=grad)
+    second = jaxcheck.check_grad(mlp_loss, make_params(5), X, grad=grad)
+    assert first.to_dict() == second.to_dict()
+    assert str(first) == str(second)
+    for a, b in zip(_arrays(first), _arrays(second), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert first.ok is (grad is None)
+
+
+def test_checks_from_several_threads_agree_with_serial_ones():
+    jobs = [(width, grad) for width in (3, 4, 5, 6) for grad in (None, wrong_grad)]
+
+    def run(job):
+        width, grad = job
+        return jaxcheck.check_grad(mlp_loss, make_params(width, seed=width), X, grad=grad)
+
+    serial = [run(job) for job in jobs]
+    jax.clear_caches()  # make the threads race on compiling, not only on running
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(run, jobs * 2))
+    for report, expected in zip(threaded, serial * 2, strict=True):
+        assert report.to_dict() == expected.to_dict()
+    assert [r.ok for r in serial] == [grad is None for _, grad in jobs]
+    assert all("['b1'][1]" in r.verdict() for r in serial if not r.ok)
