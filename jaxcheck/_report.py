@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -89,8 +91,8 @@ def _summarize(leaf: LeafInfo, c: Comparison) -> LeafSummary:
 class GradCheckReport:
     """What a gradient check found: `ok`, a summary per leaf, and the worst entries.
 
-    `str(report)` is a table ending in a one-line verdict; `to_dict()` is the same
-    content as JSON-serializable data.
+    `str(report)` is a table ending in a one-line verdict; `to_dict()` and
+    `to_json()` are the same content as data; `plot(path)` draws it.
     """
 
     def __init__(
@@ -223,6 +225,72 @@ class GradCheckReport:
                 for e in self.worst(worst)
             ],
         }
+
+    def to_json(self, worst: int = 20, indent: int | None = 2) -> str:
+        """`to_dict(worst)` as strict JSON text (no bare NaN or Infinity).
+
+        Examples:
+            >>> import json
+            >>> import jax.numpy as jnp
+            >>> import jaxcheck
+            >>> report = jaxcheck.check_grad(lambda w: jnp.sum(w**2), jnp.ones(3))
+            >>> data = json.loads(report.to_json())
+            >>> data["ok"], data["num_entries"], data["leaves"][0]["path"]
+            (True, 3, 'params')
+        """
+        return json.dumps(self.to_dict(worst), indent=indent, allow_nan=False)
+
+    def plot(self, path: str | os.PathLike[str], *, max_leaves: int = 12) -> None:
+        """Writes a PNG: a heatmap of per-entry error for each leaf, and a bar
+        chart of each leaf's relative difference.
+
+        Each heatmap colours an entry by abs_err / tolerance on a log scale, so an
+        entry is red exactly when it is outside its pass band; failing entries are
+        crossed and kinks (valid subgradients) ringed. 2-D leaves are drawn as
+        matrices, so a transposed or row-wise bug shows as a pattern. Needs
+        matplotlib: `pip install "jaxcheck[plot]"`.
+
+        Args:
+            path: where to write the PNG.
+            max_leaves: leaves drawn as heatmaps, the worst first (all leaves are
+                in the bar chart).
+
+        Raises:
+            ImportError: when matplotlib is not installed.
+
+        Examples:
+            >>> import os, tempfile
+            >>> import jax.numpy as jnp
+            >>> import jaxcheck
+            >>> report = jaxcheck.check_grad(lambda w: jnp.sum(w**2), jnp.ones(3))
+            >>> path = os.path.join(tempfile.mkdtemp(), "check.png")
+            >>> report.plot(path)
+            >>> open(path, "rb").read(4)
+            b'\\x89PNG'
+        """
+        from ._plot import plot_report
+
+        plot_report(self, path, max_leaves=max_leaves)
+
+    def _leaf_entries(self) -> list[tuple[LeafSummary, np.ndarray, np.ndarray]]:
+        """Per leaf: its summary, then abs_err / tolerance and the status names
+        of its entries, both in the leaf's shape."""
+        out = []
+        score = self.comparison.score
+        names = np.empty(max(STATUS_NAMES) + 1, dtype=object)
+        for code, name in STATUS_NAMES.items():
+            names[code] = name
+        status = self.comparison.status
+        for leaf, summary in zip(self._leaves, self.leaves, strict=True):
+            part = slice(leaf.offset, leaf.offset + leaf.size)
+            out.append(
+                (
+                    summary,
+                    score[part].reshape(leaf.shape),
+                    names[status[part]].reshape(leaf.shape),
+                )
+            )
+        return out
 
 
 def _json_number(x: Any) -> Any:
