@@ -3,9 +3,13 @@
 from ._check import assert_grad as assert_grad
 from ._check import check_grad as check_grad
 from ._errors import GradCheckError as GradCheckError
+from ._jacobian import check_jacobian as check_jacobian
+from ._jacobian_report import JacobianReport as JacobianReport
 from ._numerical import numerical_grad as numerical_grad
 from ._report import EntryReport as EntryReport
 from ._report import GradCheckReport as GradCheckReport
 from ._report import LeafSummary as LeafSummary
+from ._vjp_jvp import check_jvp as check_jvp
+from ._vjp_jvp import check_vjp as check_vjp
 
 __version__ = "0.1.0"

@@ -1,0 +1,239 @@
+"""`check_jacobian`: the whole Jacobian of a pytree-to-pytree function against
+finite differences, entry by entry, through `jax.jacrev` and `jax.jacfwd`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from . import _validate
+from ._errors import GradCheckError
+from ._evaluate import DEFAULT_MEMORY_BUDGET
+from ._jacobian_report import JacobianReport, jacobian_report
+from ._numerical_jacobian import (
+    VectorFun,
+    analytic_jacobian,
+    numeric_jacobian,
+    output_leaves,
+    output_shape,
+)
+
+MODES = ("rev", "fwd")
+_MODE_NAMES = {"rev": "jacrev", "fwd": "jacfwd", "given": "given jac"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Star:
+    """`fun(*primals)` called as `Star(fun)(primals)`; hashable by `fun`."""
+
+    fun: Callable[..., Any]
+
+    def __call__(self, primals: tuple[Any, ...]) -> Any:
+        return self.fun(*primals)
+
+    def __repr__(self) -> str:
+        return fun_name(self.fun)
+
+
+def fun_name(fun: Callable[..., Any]) -> str:
+    return getattr(fun, "__qualname__", None) or getattr(fun, "__name__", repr(fun))
+
+
+def check_primals(primals: Any, name: str = "primals") -> tuple[Any, ...]:
+    if not isinstance(primals, (tuple, list)):
+        raise TypeError(
+            f"`{name}` must be a tuple of the function's positional arguments, got "
+            f"{type(primals).__name__}; write `({name[:-1]},)` for a single one."
+        )
+    if not primals:
+        raise ValueError(f"`{name}` is empty: pass at least one argument to check.")
+    return tuple(primals)
+
+
+def _check_modes(modes: Any) -> tuple[str, ...]:
+    if isinstance(modes, str) or not isinstance(modes, Sequence):
+        raise TypeError(f"`modes` must be a tuple drawn from {MODES}, got {modes!r}.")
+    if not modes or any(m not in MODES for m in modes):
+        raise ValueError(
+            f"`modes` must be a non-empty tuple drawn from {MODES}, got {modes!r}."
+        )
+    return tuple(dict.fromkeys(modes))
+
+
+def _given_jacobian(jac: Any, numeric, n_primals: int) -> np.ndarray:
+    """A Jacobian in `jax.jacrev(fun, argnums=(0, ..., n-1))` layout, as (M, N)."""
+    leaves = jax.tree_util.tree_leaves(jac)
+    m, n = numeric.jacobian.shape
+    blocks = [np.asarray(x) for x in leaves]
+    if any(np.iscomplexobj(b) for b in blocks):
+        raise ValueError(
+            "`jac` is complex; give the Jacobian of a real function, or pass jac=None "
+            "to compare with jax.jacrev/jax.jacfwd of the real and imaginary parts."
+        )
+    if sum(b.size for b in blocks) != m * n:
+        raise ValueError(
+            f"`jac` has {sum(b.size for b in blocks)} entries, but the Jacobian of "
+            f"{m} outputs by {n} inputs has {m * n}. Give it in the layout of "
+            f"`jax.jacrev(fun, argnums={tuple(range(n_primals))})(*primals)`."
+        )
+    out = np.zeros((m, n))
+    k = 0
+    for o in numeric.outputs:
+        for leaf in numeric.tree.leaves:
+            block = blocks[k]
+            if block.shape != o.shape + leaf.shape:
+                raise ValueError(
+                    f"`jac` block of out{o.path} by primals{leaf.path} has shape "
+                    f"{block.shape}, expected {o.shape + leaf.shape} (output shape "
+                    "followed by input shape, as jax.jacrev gives)."
+                )
+            out[o.offset : o.offset + o.size, leaf.offset : leaf.offset + leaf.size] = (
+                block.reshape(o.size, leaf.size)
+            )
+            k += 1
+    return out
+
+
+def jacobian_check(
+    fun: Callable[..., Any],
+    params: Any,
+    args: tuple[Any, ...],
+    *,
+    name: str,
+    out_name: str,
+    in_name: str,
+    modes: tuple[str, ...] = MODES,
+    jac: Callable[[], Any] | None = None,
+    method: str = "central",
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> JacobianReport:
+    """The report of the Jacobian of `fun(params, *args)` with respect to the
+    floating leaves of `params`; `jac()` gives a Jacobian to check instead."""
+    _validate.check_tolerance("atol", atol)
+    _validate.check_tolerance("rtol", rtol)
+    out_info = output_shape(fun, params, *args)
+    outputs = output_leaves(out_info, f"`{name}`")
+    if not outputs or sum(o.size for o in outputs) == 0:
+        raise ValueError(f"`{name}` returns no entries: there is no Jacobian to check.")
+    vector_fun = VectorFun(fun)
+    numeric = numeric_jacobian(
+        vector_fun, params, args, outputs=outputs, method=method, eps=eps,
+        chunk_size=chunk_size, memory_budget=memory_budget,
+    )  # fmt: skip
+    tree = numeric.tree
+    if jac is not None:
+        analytic = {"given": _given_jacobian(jac(), numeric, len(tree.leaves))}
+    else:
+        positions = tuple(leaf.position for leaf in tree.leaves)
+        analytic = {}
+        for mode in modes:
+            try:
+                matrix = analytic_jacobian(mode, tree.problem, positions, tree.dynamic)
+            except Exception as error:
+                error.add_note(
+                    f"jaxcheck: raised while computing jax.{_MODE_NAMES[mode]}; a "
+                    "function with a custom_vjp rule has no forward mode: pass "
+                    "modes=('rev',)."
+                )
+                raise
+            analytic[mode] = np.asarray(matrix, np.float64)
+    return jacobian_report(
+        fun_name=name,
+        method=method,
+        numeric=numeric,
+        analytic={_MODE_NAMES[k]: v for k, v in analytic.items()},
+        out_name=out_name,
+        in_name=in_name,
+        atol=atol,
+        rtol=rtol,
+    )
+
+
+def raise_if_failed(report: JacobianReport, what: str = "") -> JacobianReport:
+    if not report.ok:
+        raise GradCheckError((f"{what}: " if what else "") + str(report))
+    return report
+
+
+def check_jacobian(
+    fun: Callable[..., Any],
+    *primals: Any,
+    jac: Any = None,
+    modes: Sequence[str] = MODES,
+    method: str = "central",
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> JacobianReport:
+    """Checks the Jacobian of a pytree-to-pytree `fun` entry by entry.
+
+    Every floating entry of every primal is perturbed by ±h, batched (`vmap`
+    inside `jit`, memory-bounded chunks), and each perturbation evaluates the
+    whole output, giving the numeric Jacobian column by column. It is compared with
+    `jax.jacrev` (which runs `custom_vjp` rules and transposed `custom_jvp` rules)
+    and `jax.jacfwd` (which runs `custom_jvp` rules), or with a given `jac`.
+    Non-floating leaves of the primals pass through unperturbed. Complex inputs
+    and outputs are split into real and imaginary parts (`.real`, `.imag` in the
+    locations), so holomorphic and non-holomorphic functions are both checked as
+    real maps; a given `jac` must then be real.
+
+    Args:
+        fun: a function `fun(*primals)` returning a pytree of floating arrays.
+        *primals: the point at which to check, one value per positional argument.
+        jac: the Jacobian to check instead of jax.jacrev/jax.jacfwd: a callable
+            `jac(*primals)` or its value, laid out as
+            `jax.jacrev(fun, argnums=(0, ..., n-1))(*primals)` gives it.
+        modes: which of "rev" (jax.jacrev) and "fwd" (jax.jacfwd) to check; a
+            function with a `custom_vjp` rule has no forward mode: use ("rev",).
+        method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`.
+
+    Returns:
+        The `JacobianReport` when every entry agrees.
+
+    Raises:
+        GradCheckError: when an entry differs; the message names each failing
+            entry as `out<path>[i] × primals<path>[j] (jacrev)`.
+        TypeError, ValueError: for invalid arguments or non-floating outputs.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxcheck
+        >>> def f(x, y):
+        ...     return {"sum": x + y, "prod": x * y}
+        >>> report = jaxcheck.check_jacobian(f, jnp.arange(3.0), jnp.ones(3))
+        >>> report.num_entries  # 2 outputs x 2 inputs x 3 x 3 entries x 2 modes
+        72
+        >>> wrong = lambda x, y: {"prod": (jnp.diag(y), jnp.diag(y)),
+        ...                       "sum": (jnp.eye(3), jnp.eye(3))}
+        >>> jaxcheck.check_jacobian(f, jnp.arange(3.0), jnp.ones(3), jac=wrong)
+        Traceback (most recent call last):
+        ...
+        jaxcheck.GradCheckError: ...
+        FAILED: 2 of 36 entries differ, ... worst out['prod'][0] × primals[1][0] ...
+    """
+    _validate.check_fun(fun)
+    primals = check_primals(primals)
+    modes = _check_modes(modes)
+    if jac is not None and not callable(jac):
+        value = jac
+        jac_thunk = lambda: value  # noqa: E731
+    elif jac is not None:
+        jac_thunk = lambda: jac(*primals)  # noqa: E731
+    else:
+        jac_thunk = None
+    report = jacobian_check(
+        Star(fun), primals, (), name=fun_name(fun), out_name="out",
+        in_name="primals", modes=modes, jac=jac_thunk, method=method, eps=eps,
+        atol=atol, rtol=rtol, chunk_size=chunk_size, memory_budget=memory_budget,
+    )  # fmt: skip
+    return raise_if_failed(report)
