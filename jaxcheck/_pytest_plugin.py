@@ -1,0 +1,163 @@
+"""The pytest plugin: a `gradcheck` fixture, its defaults from the command line or
+the ini file, and a marker for slow full checks.
+
+Registered through the `pytest11` entry point, so installing jaxcheck is enough.
+It imports jax only when a test asks for `gradcheck` or x64 is switched on, so it
+costs nothing in a test suite that does not use it.
+
+Command line (overrides the ini file) and ini settings:
+
+| command line | ini (`[tool.pytest.ini_options]`) | meaning |
+|---|---|---|
+| `--jaxcheck-x64` | `jaxcheck_x64 = true` | `jax_enable_x64` before collection |
+| `--jaxcheck-rtol R` | `jaxcheck_rtol = R` | default `rtol` of `gradcheck` |
+| `--jaxcheck-atol A` | `jaxcheck_atol = A` | default `atol` |
+| `--jaxcheck-eps H` | `jaxcheck_eps = H` | default `eps` (one step for all) |
+| `--jaxcheck-method M` | `jaxcheck_method = M` | central, forward or backward |
+| `--jaxcheck-slow` | `jaxcheck_slow = true` | run tests marked `slow_gradcheck` |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+_FLOATS = ("rtol", "atol", "eps")
+_METHODS = ("central", "forward", "backward")
+MARKER = "slow_gradcheck"
+_OPTIONS = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("jaxcheck", "gradient checks with jaxcheck")
+    group.addoption(
+        "--jaxcheck-x64",
+        action="store_true",
+        default=None,
+        help="enable jax_enable_x64 before collection (float64 checks are sharpest)",
+    )
+    parser.addini("jaxcheck_x64", "enable jax_enable_x64", type="bool", default=False)
+    for name in _FLOATS:
+        group.addoption(
+            f"--jaxcheck-{name}",
+            type=float,
+            default=None,
+            metavar=name.upper(),
+            help=f"default `{name}` of the gradcheck fixture",
+        )
+        parser.addini(f"jaxcheck_{name}", f"default `{name}` of gradcheck", default="")
+    group.addoption(
+        "--jaxcheck-method",
+        choices=_METHODS,
+        default=None,
+        help="default finite-difference method of the gradcheck fixture",
+    )
+    parser.addini("jaxcheck_method", "default method of gradcheck", default="")
+    group.addoption(
+        "--jaxcheck-slow",
+        action="store_true",
+        default=None,
+        help=f"run the tests marked {MARKER} (skipped otherwise)",
+    )
+    parser.addini(
+        "jaxcheck_slow", f"run the tests marked {MARKER}", type="bool", default=False
+    )
+
+
+def _setting(config: pytest.Config, name: str) -> Any:
+    """The command-line value of `name`, else the ini value ("" when unset)."""
+    value = config.getoption(f"jaxcheck_{name}")
+    return config.getini(f"jaxcheck_{name}") if value is None else value
+
+
+def check_options(config: pytest.Config) -> dict[str, Any]:
+    """The defaults of the `gradcheck` fixture, validated."""
+    options: dict[str, Any] = {}
+    for name in _FLOATS:
+        value = _setting(config, name)
+        if value in ("", None):
+            continue
+        try:
+            options[name] = float(value)
+        except ValueError:
+            raise pytest.UsageError(
+                f"ini option `jaxcheck_{name}` must be a number, got {value!r}; "
+                f"write e.g. `jaxcheck_{name} = 1e-6` or remove it."
+            ) from None
+    method = _setting(config, "method")
+    if method:
+        if method not in _METHODS:
+            raise pytest.UsageError(
+                f"ini option `jaxcheck_method` must be one of {', '.join(_METHODS)}, "
+                f"got {method!r}."
+            )
+        options["method"] = method
+    return options
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}: a slow, full gradient check; skipped unless --jaxcheck-slow "
+        "or `jaxcheck_slow = true`",
+    )
+    config.stash[_OPTIONS] = check_options(config)
+    if _setting(config, "x64"):
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    if _setting(config, "slow"):
+        return
+    skip = pytest.mark.skip(
+        reason=f"{MARKER}: run with --jaxcheck-slow or `jaxcheck_slow = true`"
+    )
+    for item in items:
+        if item.get_closest_marker(MARKER):
+            item.add_marker(skip)
+
+
+class GradCheck:
+    """The `gradcheck` fixture: `assert_grad` with the session's defaults.
+
+    `gradcheck(fun, params, *args, **options)` checks and fails the test with the
+    report table when the gradient is wrong; `gradcheck.report(...)` returns the
+    report without failing. Keyword options override the defaults in `options`.
+    """
+
+    def __init__(self, options: dict[str, Any]):
+        self.options = dict(options)
+
+    def report(
+        self, fun: Callable[..., Any], params: Any, *args: Any, **options: Any
+    ) -> Any:
+        from ._check import check_grad
+
+        return check_grad(fun, params, *args, **(self.options | options))
+
+    def __call__(
+        self, fun: Callable[..., Any], params: Any, *args: Any, **options: Any
+    ) -> Any:
+        __tracebackhide__ = True
+        from ._errors import GradCheckError
+
+        report = self.report(fun, params, *args, **options)
+        if not report.ok:
+            raise GradCheckError(str(report))
+        return report
+
+
+@pytest.fixture
+def gradcheck(request: pytest.FixtureRequest) -> GradCheck:
+    """Checks a gradient entry by entry and fails the test with a located report.
+
+    Defaults come from `--jaxcheck-rtol/atol/eps/method` or the matching
+    `jaxcheck_*` ini options; keyword arguments override them per call.
+    """
+    return GradCheck(request.config.stash[_OPTIONS])
