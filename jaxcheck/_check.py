@@ -6,13 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import _validate
-from ._compare import compare, tolerances
 from ._errors import GradCheckError
 from ._evaluate import DEFAULT_MEMORY_BUDGET, value_and_grad
-from ._numerical import Prepared, base_value_of, finite_differences, prepare
+from ._numerical import Prepared, base_value_of, prepare
+from ._refine import judge
+from ._steps import NOISE_FACTOR
 from ._pytree import SplitTree, format_path
 from ._report import GradCheckReport
 
@@ -122,6 +124,7 @@ def check_grad(
     eps: float | None = None,
     atol: float | None = None,
     rtol: float | None = None,
+    nondet_tol: float | None = None,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> GradCheckReport:
@@ -129,9 +132,12 @@ def check_grad(
 
     Every floating entry of `params` is perturbed by ±h and all the perturbed
     evaluations run batched (`vmap` inside `jit`, in memory-bounded chunks). Entry i
-    passes when |aᵢ − nᵢ| ≤ atol + rtol·max(|aᵢ|, |nᵢ|) and both are finite; the
-    tolerance is never scaled by the size of an array, so a large leaf cannot hide
-    a wrong small one. Non-floating leaves (integer and bool arrays, PRNG keys,
+    passes when |aᵢ − nᵢ| ≤ atol + rtol·max(|aᵢ|, |nᵢ|) and both are finite, where
+    by default atol is the entry's own error bound; the tolerance is never scaled
+    by the size of an array, so a large leaf cannot hide a wrong small one. An
+    entry that does not pass at once is re-evaluated at 2h (Richardson), at a
+    smaller step where `fun` is not finite, and accepted as a kink where its
+    analytic value lies between the one-sided slopes (see the README). Non-floating leaves (integer and bool arrays, PRNG keys,
     Python ints, strings, callables, None) pass through unperturbed and are listed
     in the report as not perturbed. A Python float leaf is differentiable, as in
     `jax.grad`.
@@ -148,10 +154,14 @@ def check_grad(
         method: "central" (default), "forward" or "backward" differences.
         eps: absolute step for every entry; None picks one per entry from its
             dtype and magnitude (see `numerical_grad`).
-        atol: absolute tolerance; None uses the dtype's default plus the entry's
-            round-off error, 16·u·max|J(θ ± h)| / |step|.
-        rtol: relative tolerance; None uses the dtype's default (float64 1e-5,
-            float32 2e-3, float16 and bfloat16 5e-2).
+        atol: absolute tolerance; None uses the entry's error bound (round-off,
+            plus the Richardson truncation estimate for an entry refined at 2h)
+            plus the dtype's floor times the leaf's largest |numeric| entry.
+        rtol: relative tolerance; None uses the dtype's floor (float64 1e-6,
+            float32 1e-4, float16 1e-2, bfloat16 5e-2).
+        nondet_tol: the largest spread of J(θ) between identical evaluations
+            that is still deterministic; None uses 16·u·|J(θ)|. Beyond it the
+            report says `fun` is nondeterministic and the check fails.
         chunk_size: perturbed evaluations per batch; None derives it from
             `memory_budget`.
         memory_budget: bytes that one batch of evaluations may use (default 1 GiB).
@@ -180,6 +190,7 @@ def check_grad(
     """
     _validate.check_tolerance("atol", atol)
     _validate.check_tolerance("rtol", rtol)
+    _validate.check_tolerance("nondet_tol", nondet_tol)
     prepared = prepare(
         fun,
         params,
@@ -191,25 +202,30 @@ def check_grad(
     )
     tree = prepared.tree
     base_value, analytic_leaves = _analytic(grad, prepared, params, args)
-    diffs = finite_differences(
+    dtype = np.complex128 if any(x.dtype.kind == "c" for x in tree.leaves) else np.float64
+    analytic = np.concatenate([x.reshape(-1).astype(dtype) for x in analytic_leaves])
+    judged = judge(
         prepared,
+        analytic,
         method=method,
         eps=eps,
-        base_value=base_value,
+        atol=atol,
+        rtol=rtol,
         chunk_size=chunk_size,
         memory_budget=memory_budget,
     )
-    analytic = np.concatenate(
-        [x.reshape(-1).astype(diffs.derivative.dtype) for x in analytic_leaves]
-    )
-    atols, rtols = tolerances(tree.leaves, diffs.noise, atol, rtol)
+    if nondet_tol is None:
+        nondet_tol = NOISE_FACTOR * float(jnp.finfo(prepared.out_dtype).eps)
+        nondet_tol *= abs(base_value)
     return GradCheckReport(
         fun_name=_fun_name(fun),
         method=method,
         leaves=tree.leaves,
         skipped=tree.skipped,
-        comparison=compare(analytic, diffs.derivative, atols, rtols),
-        steps=diffs.steps,
+        comparison=judged.comparison,
+        steps=judged.steps,
+        spread=judged.spread,
+        nondet_tol=nondet_tol,
     )
 
 

@@ -13,7 +13,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from ._compare import compare, tolerances
+from ._compare import compare, pass_band
 from ._numerical_jacobian import NumericJacobian
 from ._pytree import LeafInfo
 from ._report import EntryReport, GradCheckReport, _location
@@ -118,12 +118,12 @@ def jacobian_report(
                 )
     a = np.concatenate(flat_analytic).astype(np.float64)
     n = np.concatenate(flat_numeric)
-    atols, rtols = tolerances(leaves, np.concatenate(flat_noise), atol, rtol)
+    tolerance = pass_band(leaves, a, n, np.concatenate(flat_noise), atol, rtol)
     return JacobianReport(
         fun_name=fun_name,
         method=method,
         leaves=tuple(leaves),
         skipped=numeric.tree.skipped,
-        comparison=compare(a, n, atols, rtols),
+        comparison=compare(a, n, tolerance),
         steps=np.concatenate(flat_steps),
     )

@@ -12,16 +12,13 @@ import numpy as np
 from . import _validate
 from ._evaluate import (
     DEFAULT_MEMORY_BUDGET,
-    bytes_per_evaluation,
-    chunk_length,
     evaluate,
-    evaluate_block,
     intermediate_bytes,
-    plan_blocks,
     trace_base,
 )
-from ._pytree import LeafInfo, SplitTree, format_path, leaf_values_to_params, split
-from ._steps import NOISE_FACTOR, host_dtype, perturbed_values, step_sizes
+from ._perturb import evaluate_shifts
+from ._pytree import SplitTree, format_path, leaf_values_to_params, split
+from ._steps import NOISE_FACTOR, step_sizes
 
 _SIGNS = {"central": (1.0, -1.0), "forward": (1.0,), "backward": (-1.0,)}
 
@@ -64,30 +61,114 @@ def prepare(
 
 @dataclasses.dataclass(frozen=True)
 class Differences:
-    """Numerical derivatives of every entry of θ, in θ's order, on the host."""
+    """Finite differences of some entries of θ at one step size, on the host.
 
+    For the central method `forward` and `backward` are the one-sided slopes
+    (J(θ+h) − J(θ)) / h and (J(θ) − J(θ−h)) / h along the real axis, from the same
+    batch; for the one-sided methods they are NaN.
+    """
+
+    entries: np.ndarray  # offsets into θ
     derivative: np.ndarray  # float64, or complex128 when a leaf is complex
     noise: np.ndarray  # float64 bound on the round-off error of each derivative
     steps: np.ndarray  # float64 step h of each entry
+    forward: np.ndarray
+    backward: np.ndarray
+    spread: float  # largest spread of J(θ) re-evaluated within one batch
 
 
-def _realized(delta: np.ndarray, unit: complex) -> np.ndarray:
-    """The step actually taken along `unit`, after rounding to the leaf dtype."""
-    return delta.imag if unit == 1j else delta.real
-
-
-def _check_steps_resolve(delta: np.ndarray, leaves: list[LeafInfo], eps) -> None:
-    zero = np.flatnonzero(delta == 0)
+def _check_steps_resolve(moved: np.ndarray, tree: SplitTree, entries, eps) -> None:
+    zero = np.flatnonzero(np.any(moved[0] == 0, axis=0))
     if zero.size == 0:
         return
-    flat = int(zero[0])
-    start = leaves[0].offset
-    leaf = next(x for x in leaves if x.offset - start + x.size > flat)
-    index = leaf.locate(flat + start)
+    flat = int(entries[zero[0]])
+    leaf = next(x for x in tree.leaves if x.offset + x.size > flat)
+    index = leaf.locate(flat)
     raise ValueError(
         f"`eps`={eps!r} is below the resolution of {leaf.dtype.name} at "
         f"{format_path(leaf.path)}{list(index) if index else ''}: θ ± eps rounds back "
         "to θ. Use a larger `eps`, or eps=None for a step scaled to each entry."
+    )
+
+
+def entry_steps(tree: SplitTree, method: str, eps: float | None) -> np.ndarray:
+    """The default step h of every entry of θ (see `step_sizes`)."""
+    steps = np.zeros(tree.size)
+    for leaf in tree.leaves:
+        theta = np.asarray(tree.dynamic[leaf.position]).reshape(-1)
+        steps[leaf.offset : leaf.offset + leaf.size] = step_sizes(
+            theta, leaf.dtype, method, eps
+        )
+    return steps
+
+
+def roundoff_unit(prepared: Prepared, entries: np.ndarray) -> np.ndarray:
+    """Per entry, the larger machine epsilon of its leaf's and of the output dtype."""
+    out_eps = float(jnp.finfo(prepared.out_dtype).eps)
+    u = np.empty(len(entries))
+    for leaf in prepared.tree.leaves:
+        lo, hi = np.searchsorted(entries, [leaf.offset, leaf.offset + leaf.size])
+        u[lo:hi] = max(float(jnp.finfo(leaf.dtype).eps), out_eps)
+    return u
+
+
+def differences(
+    prepared: Prepared,
+    entries: np.ndarray,
+    steps: np.ndarray,
+    *,
+    method: str,
+    eps: float | None,
+    chunk_size: int | None,
+    memory_budget: int,
+    repeats: int = 1,
+    strict: bool = True,
+) -> Differences:
+    """Finite differences at `entries` (sorted offsets into θ) with steps `steps`.
+
+    With `strict`, a step that rounds back to θ is an error naming the entry;
+    otherwise that entry's difference is NaN.
+    """
+    signs = _SIGNS[method]
+    shifted = evaluate_shifts(
+        prepared.tree,
+        prepared.fun_bytes,
+        entries,
+        steps,
+        signs,
+        chunk_size=chunk_size,
+        memory_budget=memory_budget,
+        repeats=repeats,
+    )
+    if strict:
+        _check_steps_resolve(shifted.moved, prepared.tree, entries, eps)
+    values, moved, base = shifted.values, shifted.moved, shifted.base
+    is_complex = np.isfinite(moved[1, 0])  # real entries have no second row
+    moved = np.where(moved == 0, np.nan, moved)
+    if method == "central":
+        with np.errstate(invalid="ignore"):
+            slopes = (values[:, 0] - values[:, 1]) / (moved[:, 0] - moved[:, 1])
+        scale = np.maximum(np.abs(values[:, 0]), np.abs(values[:, 1]))
+        width = np.abs(moved[:, 0] - moved[:, 1])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            forward = (values[0, 0] - base) / moved[0, 0]
+            backward = (base - values[0, 1]) / -moved[0, 1]
+    else:
+        with np.errstate(invalid="ignore"):
+            slopes = (values[:, 0] - base) / moved[:, 0]
+        scale = np.maximum(np.abs(values[:, 0]), np.abs(base))
+        width = np.abs(moved[:, 0])
+        forward = backward = np.full(len(entries), np.nan)
+    # JAX's convention for a real function of a complex z = x + iy:
+    # grad = ∂J/∂x − i ∂J/∂y. Real entries have NaN in the second row.
+    derivative = slopes[0]
+    if np.any(is_complex):
+        derivative = np.where(is_complex, slopes[0] - 1j * slopes[1], slopes[0])
+    u = roundoff_unit(prepared, entries)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        noise = np.fmax.reduce(NOISE_FACTOR * u * scale / width, axis=0)
+    return Differences(
+        entries, derivative, noise, steps, forward, backward, shifted.spread
     )
 
 
@@ -96,72 +177,22 @@ def finite_differences(
     *,
     method: str,
     eps: float | None,
-    base_value: float,
     chunk_size: int | None,
     memory_budget: int,
+    repeats: int = 1,
 ) -> Differences:
-    """Evaluates every ±h perturbation, block by block, and forms the differences."""
-    tree = prepared.tree
-    n = tree.size
-    any_complex = any(jnp.issubdtype(x.dtype, jnp.complexfloating) for x in tree.leaves)
-    derivative = np.zeros(n, np.complex128 if any_complex else np.float64)
-    noise = np.zeros(n)
-    steps = np.zeros(n)
-    signs = _SIGNS[method]
-    for block, leaves in plan_blocks(tree.leaves):
-        dtype = leaves[0].dtype
-        theta = np.concatenate(
-            [np.asarray(tree.dynamic[x.position]).reshape(-1) for x in leaves]
-        )
-        size = theta.size
-        h = step_sizes(theta, dtype, method, eps)
-        units = (1.0, 1j) if jnp.issubdtype(dtype, jnp.complexfloating) else (1.0,)
-        values = [perturbed_values(theta, h, s, u, dtype) for u in units for s in signs]
-        per_eval = bytes_per_evaluation(block, dtype.itemsize, prepared.fun_bytes)
-        chunk = chunk_length(len(values) * size, per_eval, memory_budget, chunk_size)
-        index = np.tile(np.arange(size, dtype=np.int32), len(values))
-        evals = evaluate_block(
-            tree.problem,
-            block,
-            leaves,
-            tree.dynamic,
-            index,
-            np.concatenate(values),
-            chunk,
-        ).astype(np.float64)
-        evals = evals.reshape(len(units), len(signs), size)
-        theta_host = theta.astype(host_dtype(dtype))
-        u = max(float(jnp.finfo(dtype).eps), float(jnp.finfo(prepared.out_dtype).eps))
-        block_derivative = np.zeros(size, derivative.dtype)
-        block_noise = np.zeros(size)
-        for k, unit in enumerate(units):
-            moved = [
-                v.astype(host_dtype(dtype))
-                for v in values[k * len(signs) :][: len(signs)]
-            ]
-            if method == "central":
-                upper, lower = evals[k, 0], evals[k, 1]
-                delta = _realized(moved[0] - moved[1], unit)
-            elif method == "forward":
-                upper, lower = evals[k, 0], np.full(size, base_value)
-                delta = _realized(moved[0] - theta_host, unit)
-            else:
-                upper, lower = np.full(size, base_value), evals[k, 0]
-                delta = _realized(theta_host - moved[0], unit)
-            _check_steps_resolve(delta, leaves, eps)
-            slope = (upper - lower) / delta
-            # JAX's convention for a real function of a complex z = x + iy:
-            # grad = ∂J/∂x − i ∂J/∂y.
-            block_derivative += slope if unit == 1.0 else -1j * slope
-            scale = np.maximum(np.abs(upper), np.abs(lower))
-            block_noise = np.maximum(
-                block_noise, NOISE_FACTOR * u * scale / np.abs(delta)
-            )
-        start = leaves[0].offset
-        derivative[start : start + size] = block_derivative
-        noise[start : start + size] = block_noise
-        steps[start : start + size] = h
-    return Differences(derivative, noise, steps)
+    """Finite differences of every entry of θ at its default (or `eps`) step."""
+    entries = np.arange(prepared.tree.size)
+    return differences(
+        prepared,
+        entries,
+        entry_steps(prepared.tree, method, eps),
+        method=method,
+        eps=eps,
+        chunk_size=chunk_size,
+        memory_budget=memory_budget,
+        repeats=repeats,
+    )
 
 
 def base_value_of(prepared: Prepared) -> float:
@@ -242,12 +273,11 @@ def numerical_grad(
         chunk_size=chunk_size,
         memory_budget=memory_budget,
     )
-    base_value = base_value_of(prepared)
+    base_value_of(prepared)
     diffs = finite_differences(
         prepared,
         method=method,
         eps=eps,
-        base_value=base_value,
         chunk_size=chunk_size,
         memory_budget=memory_budget,
     )

@@ -12,7 +12,9 @@ import numpy as np
 
 from ._compare import (
     ANALYTIC_NONFINITE,
-    OK,
+    FAILING,
+    INCONCLUSIVE,
+    KINK,
     STATUS_NAMES,
     Comparison,
     relative_difference,
@@ -43,7 +45,7 @@ class EntryReport:
     rel_err: float
     tolerance: float  # the entry's pass band for abs_err
     step: float  # the finite-difference step h
-    status: str  # "ok", "mismatch", "analytic nan/inf" or "numeric nan/inf"
+    status: str  # "ok", "kink", "mismatch", "analytic nan/inf" or "inconclusive"
 
     @property
     def location(self) -> str:
@@ -63,15 +65,20 @@ class LeafSummary:
     max_rel_err: float
     rel_diff: float  # ‖g − ĝ‖₂ / (‖g‖₂ + ‖ĝ‖₂) over this leaf
     failed: int  # entries outside their pass band or not finite
-    status: str  # "ok", "mismatch" or "nan/inf"
+    status: str  # "ok", "mismatch", "nan/inf" or "inconclusive"
+    kinks: int = 0  # entries at a kink whose analytic value is a subgradient
 
 
 def _summarize(leaf: LeafInfo, c: Comparison) -> LeafSummary:
     part = slice(leaf.offset, leaf.offset + leaf.size)
     status = c.status[part]
-    failed = int(np.count_nonzero(status != OK))
-    if np.any(status >= ANALYTIC_NONFINITE):
+    failed = int(np.count_nonzero(status >= FAILING))
+    if np.any(status == ANALYTIC_NONFINITE):
         verdict = "nan/inf"
+    elif np.any(status == INCONCLUSIVE) and failed == np.count_nonzero(
+        status == INCONCLUSIVE
+    ):
+        verdict = "inconclusive"
     else:
         verdict = "mismatch" if failed else "ok"
     empty = leaf.size == 0
@@ -84,6 +91,7 @@ def _summarize(leaf: LeafInfo, c: Comparison) -> LeafSummary:
         max_rel_err=0.0 if empty else float(np.max(c.rel_err[part])),
         rel_diff=relative_difference(c.analytic[part], c.numeric[part]),
         failed=failed,
+        kinks=int(np.count_nonzero(status == KINK)),
         status=verdict,
     )
 
@@ -104,6 +112,8 @@ class GradCheckReport:
         skipped: tuple[tuple[str, str], ...],
         comparison: Comparison,
         steps: np.ndarray,
+        spread: float = 0.0,
+        nondet_tol: float = float("inf"),
     ):
         self.fun_name = fun_name
         self.method = method
@@ -114,8 +124,16 @@ class GradCheckReport:
         self.leaves = tuple(_summarize(leaf, comparison) for leaf in leaves)
         self.rel_diff = relative_difference(comparison.analytic, comparison.numeric)
         self.num_entries = int(comparison.status.size)
-        self.num_failed = int(np.count_nonzero(comparison.status != OK))
-        self.ok = self.num_entries > 0 and self.num_failed == 0
+        self.num_failed = int(np.count_nonzero(comparison.status >= FAILING))
+        self.num_kinks = int(np.count_nonzero(comparison.status == KINK))
+        # The largest spread of J(θ) between identical evaluations, and the
+        # spread above which `fun` counts as nondeterministic.
+        self.spread = float(spread)
+        self.nondet_tol = float(nondet_tol)
+        self.nondeterministic = not self.spread <= self.nondet_tol
+        self.ok = (
+            self.num_entries > 0 and self.num_failed == 0 and not self.nondeterministic
+        )
 
     def _entry(self, flat: int) -> EntryReport:
         nonempty = [leaf for leaf in self._leaves if leaf.size]
@@ -134,6 +152,11 @@ class GradCheckReport:
             status=STATUS_NAMES[int(c.status[flat])],
         )
 
+    def _flat(self, entry: EntryReport) -> int:
+        leaf = next(x for x in self._leaves if format_path(x.path) == entry.path)
+        index = np.ravel_multi_index(entry.index, leaf.shape) if entry.index else 0
+        return leaf.offset + int(index)
+
     def worst(self, k: int = _WORST_SHOWN) -> list[EntryReport]:
         """The `k` entries furthest outside their pass band (abs_err / tolerance),
         non-finite ones first."""
@@ -145,21 +168,38 @@ class GradCheckReport:
         """Every failing entry, worst first."""
         return self.worst(self.num_failed)
 
+    def kinks(self) -> list[EntryReport]:
+        """The entries at a kink of `fun` whose analytic value is a subgradient."""
+        flat = np.flatnonzero(self.comparison.status == KINK)
+        return [self._entry(int(i)) for i in flat]
+
     def verdict(self) -> str:
         """The one-line verdict that ends `str(report)`."""
+        if self.nondeterministic:
+            return (
+                f"NONDETERMINISTIC: `fun` gave values {self.spread:.3g} apart at the "
+                f"same point (nondet_tol {self.nondet_tol:.3g}), so its finite "
+                "differences cannot be trusted and the gradient was not judged. Make "
+                "`fun` deterministic (fixed PRNG keys, no host callbacks) or raise "
+                "`nondet_tol`."
+            )
+        kinks = f"; {self.num_kinks} at kinks (valid subgradients)" if self.num_kinks else ""
         if self.ok:
             return (
                 f"OK: all {self.num_entries} entries of {len(self.leaves)} leaves "
-                f"agree (rel diff {self.rel_diff:.1e})."
+                f"agree (rel diff {self.rel_diff:.1e}){kinks}."
             )
         worst = self.worst(1)[0]
         bad_leaves = [s.path for s in self.leaves if s.status != "ok"]
-        return (
+        times = self.comparison.score[self._flat(worst)]
+        off = f"{times:.3g}× its pass band" if np.isfinite(times) else worst.status
+        verdict = (
             f"FAILED: {self.num_failed} of {self.num_entries} entries differ, in "
             f"{', '.join(bad_leaves)}; worst {worst.location}: analytic "
-            f"{worst.analytic:.6g}, numeric {worst.numeric:.6g} ({worst.status}); "
-            f"rel diff {self.rel_diff:.1e}."
+            f"{worst.analytic:.6g}, numeric {worst.numeric:.6g} ({off}); "
+            f"rel diff {self.rel_diff:.1e}{kinks}."
         )
+        return verdict + _hint(self.comparison.status)
 
     def __str__(self) -> str:
         lines = [
@@ -181,7 +221,8 @@ class GradCheckReport:
         if self.skipped:
             kept = "; ".join(f"{p} ({why})" for p, why in self.skipped)
             lines.append(f"  not perturbed: {kept}")
-        worst = [e for e in self.worst() if e.status != "ok"] or self.worst(3)
+        worst = [e for e in self.worst() if e.status not in ("ok", "kink")]
+        worst = worst or self.worst(3)
         if worst:
             lines.append("  worst entries:" if not self.ok else "  closest to failing:")
             w = max(len(e.location) for e in worst)
@@ -291,6 +332,23 @@ class GradCheckReport:
                 )
             )
         return out
+
+
+def _hint(status: np.ndarray) -> str:
+    if np.any(status == ANALYTIC_NONFINITE):
+        return (
+            " The analytic gradient is NaN/Inf where finite differences are finite:"
+            " often `jnp.where(cond, x, f(x))` with f NaN or Inf on the branch not"
+            " taken, whose gradient is still computed; apply `jnp.where` to f's"
+            " input too (the double-where trick)."
+        )
+    if np.any(status == INCONCLUSIVE):
+        return (
+            " Some entries are inconclusive: `fun` is NaN/Inf at every step tried"
+            " around them (the edge of its domain); check them with a smaller `eps`"
+            " or at another point."
+        )
+    return ""
 
 
 def _json_number(x: Any) -> Any:

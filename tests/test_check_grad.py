@@ -279,8 +279,10 @@ def test_rel_diff_matches_independent_computation(delta):
     grad = plant(EXACT, "['layers'][2]['w']", (1, 0), delta)
     report = jaxcheck.check_grad(mlp_loss, PARAMS, X, Y, grad=grad)
     numeric = jaxcheck.numerical_grad(mlp_loss, PARAMS, X, Y)
+    # An entry that fails at first is refined (Richardson), so its numerical
+    # value may move by its truncation error: far less than the planted delta.
     assert report.rel_diff == pytest.approx(
-        relative_difference(grad, numeric), rel=1e-9
+        relative_difference(grad, numeric), rel=1e-9 if delta == 0 else 1e-3
     )
     flat_grad = dict(
         (jax.tree_util.keystr(k), v)
@@ -292,7 +294,8 @@ def test_rel_diff_matches_independent_computation(delta):
     )
     for s in report.leaves:
         expected = relative_difference(flat_grad[s.path], flat_numeric[s.path])
-        assert s.rel_diff == pytest.approx(expected, rel=1e-9, abs=1e-300)
+        rel = 1e-9 if delta == 0 else 1e-3
+        assert s.rel_diff == pytest.approx(expected, rel=rel, abs=1e-300)
 
 
 def test_rel_diff_of_correct_gradient_is_tiny():
@@ -341,16 +344,31 @@ def test_nonfinite_entry_in_given_gradient_fails(value):
         jaxcheck.assert_grad(loss, params, grad=grad)
 
 
-def test_nonfinite_numeric_derivative_fails():
-    # sqrt at 1e-9 with a step of 1e-6: θ − h is negative, J(θ − h) is NaN.
+def test_nonfinite_numeric_derivative_is_inconclusive():
+    # sqrt at 1e-12 with a step of 1e-6: θ − h is negative, J(θ − h) is NaN, and
+    # still at the retried steps 1e-6 / 8^k, k ≤ 3.
     loss = lambda w: jnp.sum(jnp.sqrt(w))  # noqa: E731
-    w = jnp.array([1e-9, 1.0])
+    w = jnp.array([1e-12, 1.0])
     report = jaxcheck.check_grad(loss, w, eps=1e-6)
     assert not report.ok
     [failure] = report.failures()
-    assert (failure.location, failure.status) == ("params[0]", "numeric nan/inf")
+    assert (failure.location, failure.status) == ("params[0]", "inconclusive")
+    assert "inconclusive" in report.verdict()
     with pytest.raises(GradCheckError, match=at("params", (0,))):
         jaxcheck.assert_grad(loss, w, eps=1e-6)
+
+
+def test_step_across_a_domain_edge_is_retried_smaller():
+    # log and sqrt at 1e-6: the default step (≈7.6e-6) crosses 0; a step 8 or 64
+    # times smaller does not, and the correct gradient passes.
+    loss = lambda w: jnp.sum(jnp.log(w)) + jnp.sum(jnp.sqrt(w))  # noqa: E731
+    w = jnp.array([1e-6, 3e-6, 1.0])
+    report = jaxcheck.check_grad(loss, w)
+    assert report.ok, report
+    assert report.steps[0] < 1e-6
+    wrong = lambda w: 1.01 / w + 0.5 / jnp.sqrt(w)  # noqa: E731
+    with pytest.raises(GradCheckError, match=at("params", (0,))):
+        jaxcheck.assert_grad(loss, w, grad=wrong)
 
 
 # --------------------------------------------------------------------------

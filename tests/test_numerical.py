@@ -341,7 +341,7 @@ def test_chunk_length_budget_too_small(budget):
 
 
 def test_memory_budget_sets_the_chunk_of_a_check(monkeypatch):
-    from jaxcheck import _numerical
+    from jaxcheck import _numerical, _perturb
 
     original = _evaluate.chunk_length
     seen = []
@@ -351,12 +351,12 @@ def test_memory_budget_sets_the_chunk_of_a_check(monkeypatch):
         seen.append((n, per_evaluation, chunk))
         return chunk
 
-    for module in (_evaluate, _numerical):
+    for module in (_evaluate, _numerical, _perturb):
         if hasattr(module, "chunk_length"):
             monkeypatch.setattr(module, "chunk_length", spy)
     default = jaxcheck.numerical_grad(_sin_exp, TEN)
     [(n, per_evaluation, _)] = seen
-    assert n == 20  # two evaluations per entry
+    assert n == 21  # two evaluations per entry, and J(θ) once
     seen.clear()
     small = jaxcheck.numerical_grad(_sin_exp, TEN, memory_budget=3 * per_evaluation + 1)
     [(_, _, chunk)] = seen

@@ -163,8 +163,10 @@ def test_entry_fields():
         given = complex(np.asarray(_leaf(BAD, e.path))[e.index])
         numeric = complex(np.asarray(_leaf(NUMERIC, e.path))[e.index])
         assert e.analytic == pytest.approx(given, rel=1e-15)
-        assert e.numeric == pytest.approx(numeric, rel=1e-15)
-        assert e.abs_err == pytest.approx(abs(given - numeric), rel=1e-9, abs=1e-300)
+        # A failing entry is refined (Richardson): it moves by its truncation error.
+        near = dict(rel=1e-15) if e.status == "ok" else dict(rel=1e-15, abs=1e-9)
+        assert e.numeric == pytest.approx(numeric, **near)
+        assert e.abs_err == pytest.approx(abs(given - numeric), rel=1e-9, abs=1e-9)
         scale = max(abs(given), abs(numeric))
         assert e.rel_err == pytest.approx(e.abs_err / scale, rel=1e-9, abs=1e-300)
         assert e.tolerance > 0
@@ -220,12 +222,15 @@ def test_leaf_summaries(report, grad):
         a = np.asarray(_leaf(grad, s.path), np.float64)
         n = np.asarray(_leaf(NUMERIC, s.path), np.float64)
         err = np.abs(a - n)
-        assert s.max_abs_err == pytest.approx(err.max(), rel=1e-9, abs=1e-300)
+        # Failing entries are refined (Richardson): they move by their
+        # truncation error, far below the planted errors.
+        rel = 1e-9 if grad is EXACT else 1e-6
+        assert s.max_abs_err == pytest.approx(err.max(), rel=rel, abs=1e-300)
         assert s.max_rel_err == pytest.approx(
-            (err / np.maximum(np.abs(a), np.abs(n))).max(), rel=1e-9, abs=1e-300
+            (err / np.maximum(np.abs(a), np.abs(n))).max(), rel=rel, abs=1e-300
         )
         assert s.rel_diff == pytest.approx(
-            relative_difference(a, n), rel=1e-9, abs=1e-300
+            relative_difference(a, n), rel=rel, abs=1e-300
         )
         assert s.failed == failed[s.path]
         assert s.status == ("mismatch" if failed[s.path] else "ok")

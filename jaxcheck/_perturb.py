@@ -1,0 +1,107 @@
+"""`fun` at θ + s·h for chosen entries of θ and a few shifts s, block by block.
+
+This is the one place that turns "entries and steps" into batched evaluations;
+every stencil (central, one-sided, the refinement at 2h, the retries at smaller
+steps) is a set of shifts passed here. Each block's batch also re-evaluates J(θ)
+a few times: that is the base value of one-sided slopes (computed by the same
+compiled program as the shifted values, so they cancel to the last bit) and the
+evidence when `fun` is nondeterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from ._evaluate import (
+    bytes_per_evaluation,
+    chunk_length,
+    evaluate_block,
+    plan_blocks,
+)
+from ._pytree import SplitTree
+from ._steps import host_dtype, perturbed_values
+
+
+@dataclasses.dataclass(frozen=True)
+class Shifted:
+    """J at every shifted point, in the order of `entries`.
+
+    `values[u, k, i]` is J(θ + shifts[k]·unit_u·hᵢ·eᵢ) and `moved[u, k, i]` the
+    displacement actually taken along unit_u (after rounding θ + s·h to the leaf's
+    dtype). Units are 1, and i for complex leaves; the i-rows of real entries are
+    NaN. `base[i]` is J(θ) from the batch that evaluated entry i, and `spread` the
+    largest difference between repeated evaluations of J(θ) in one batch.
+    """
+
+    values: np.ndarray
+    moved: np.ndarray
+    base: np.ndarray
+    spread: float
+
+
+def _bit_ceil(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+def evaluate_shifts(
+    tree: SplitTree,
+    fun_bytes: int,
+    entries: np.ndarray,
+    steps: np.ndarray,
+    shifts: Sequence[float],
+    *,
+    chunk_size: int | None,
+    memory_budget: int,
+    repeats: int = 1,
+) -> Shifted:
+    """Evaluates J at θ + s·hᵢ·eᵢ for every entry i of `entries` (sorted offsets
+    into θ) and every shift s, batched per block of leaves."""
+    n = len(entries)
+    values = np.full((2, len(shifts), n), np.nan)
+    moved = np.full((2, len(shifts), n), np.nan)
+    base = np.full(n, np.nan)
+    spread = 0.0
+    for block, leaves in plan_blocks(tree.leaves):
+        start = leaves[0].offset
+        lo, hi = np.searchsorted(entries, [start, start + block.size])
+        if hi == lo:
+            continue
+        dtype = leaves[0].dtype
+        theta = np.concatenate(
+            [np.asarray(tree.dynamic[x.position]).reshape(-1) for x in leaves]
+        )
+        local = (entries[lo:hi] - start).astype(np.int32)
+        here = theta[local]
+        h = steps[lo:hi]
+        units = (1.0, 1j) if jnp.issubdtype(dtype, jnp.complexfloating) else (1.0,)
+        moved_to = [
+            perturbed_values(here, h, s, unit, dtype) for unit in units for s in shifts
+        ]
+        index = np.concatenate([np.tile(local, len(moved_to)), np.zeros(repeats, np.int32)])
+        new = np.concatenate(moved_to + [np.repeat(theta[:1], repeats)])
+        per_eval = bytes_per_evaluation(block, dtype.itemsize, fun_bytes)
+        chunk = chunk_length(len(index), per_eval, memory_budget, chunk_size)
+        if chunk_size is None and hi - lo < block.size:
+            # A subset of a block: round the chunk up to a power of two, so that
+            # refinements of any size share a handful of compiled programs.
+            chunk = min(_bit_ceil(len(index)), max(chunk, 8))
+        out = evaluate_block(
+            tree.problem, block, leaves, tree.dynamic, index, new, chunk
+        ).astype(np.float64)
+        shifted, again = out[: len(out) - repeats], out[len(out) - repeats :]
+        shifted = shifted.reshape(len(units), len(shifts), hi - lo)
+        values[: len(units), :, lo:hi] = shifted
+        here_host = here.astype(host_dtype(dtype))
+        for u, unit in enumerate(units):
+            for k in range(len(shifts)):
+                delta = moved_to[u * len(shifts) + k].astype(host_dtype(dtype))
+                delta = delta - here_host
+                moved[u, k, lo:hi] = delta.imag if unit == 1j else delta.real
+        if repeats:
+            base[lo:hi] = np.mean(again)
+            spread = max(spread, float(np.max(again) - np.min(again)))
+    return Shifted(values, moved, base, spread)

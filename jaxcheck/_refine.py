@@ -1,0 +1,171 @@
+"""From the first differences to a verdict per entry, refining only where needed.
+
+Every entry is first differenced at its step h. An entry whose analytic value
+agrees with that difference to within the round-off bound and the dtype's floor
+passes at once: its full pass band (which also holds a truncation term) could
+only be wider. Only the others, usually none, are evaluated again:
+
+- at 2h, in the same stencil. Richardson's estimate |D(h) − D(2h)| / (2^p − 1)
+  bounds the truncation error of a difference of order p, and the extrapolation
+  D(h) + (D(h) − D(2h)) / (2^p − 1) is the numerical value compared;
+- a kink shows as one-sided slopes whose jump does not shrink with the step:
+  with d(h) = F(h) − B(h) = c + h·J'' for a jump c, the estimate 2·d(h) − d(2h)
+  removes the smooth part. There the analytic value passes as a kink when it
+  lies between the two one-sided slopes (a valid subgradient, as for relu or
+  abs at 0);
+- where a difference is NaN or Inf (a step across the edge of `fun`'s domain,
+  as for log near 0) the step is shrunk by 8, up to four times; an entry still
+  not finite is inconclusive. So is the step of an entry that passes only
+  thanks to a large truncation term, as long as that tightens its bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ._compare import Comparison, compare, pass_band
+from ._numerical import Differences, Prepared, differences, finite_differences
+from ._steps import SAFETY
+
+_ORDER = {"central": 2, "forward": 1, "backward": 1}
+_SHRINK = 8.0
+_RETRIES = 4
+# Repeated evaluations of J(θ) in the first batch, to detect nondeterminism.
+_REPEATS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Judged:
+    comparison: Comparison
+    steps: np.ndarray
+    spread: float  # largest spread of J(θ) re-evaluated within one batch
+
+
+def _take(d: Differences, keep: np.ndarray) -> Differences:
+    return dataclasses.replace(
+        d,
+        entries=d.entries[keep],
+        derivative=d.derivative[keep],
+        noise=d.noise[keep],
+        steps=d.steps[keep],
+        forward=d.forward[keep],
+        backward=d.backward[keep],
+    )
+
+
+class _Refinement:
+    """The numerical side of every entry, updated in place as entries are refined."""
+
+    def __init__(self, first: Differences, analytic: np.ndarray, method: str):
+        self.numeric = first.derivative.copy()
+        self.bound = first.noise.copy()
+        self.trunc = np.zeros(first.noise.size)  # the truncation part of `bound`
+        self.steps = first.steps.copy()
+        self.kink = np.zeros(first.derivative.size, bool)
+        self.analytic = analytic
+        self.method = method
+
+    def apply(
+        self,
+        d1: Differences,
+        d2: Differences,
+        first_band: np.ndarray,
+        only_if_tighter: bool,
+    ) -> None:
+        """Richardson at the entries of `d1` (step h) and `d2` (step 2h)."""
+        r = 2.0 ** _ORDER[self.method] - 1
+        trunc = SAFETY * np.abs(d1.derivative - d2.derivative) / r
+        numeric = d1.derivative + (d1.derivative - d2.derivative) / r
+        bound = ((r + 1) * d1.noise + d2.noise) / r + trunc
+        kinked = np.zeros(d1.entries.size, bool)
+        between = np.zeros(d1.entries.size, bool)
+        if self.method == "central":
+            with np.errstate(invalid="ignore"):
+                jump = 2 * (d1.forward - d1.backward) - (d2.forward - d2.backward)
+                kinked = np.abs(jump) > 10 * d1.noise + trunc
+                low = np.minimum(d1.forward, d1.backward) - first_band
+                high = np.maximum(d1.forward, d1.backward) + first_band
+                a = self.analytic[d1.entries].real
+                between = (low <= a) & (a <= high)
+            kinked &= np.isfinite(jump)
+            # At a kink the central difference is what the evaluations say; the
+            # extrapolation assumes a smoothness that is not there.
+            numeric = np.where(kinked, d1.derivative, numeric)
+            bound = np.where(kinked, d1.noise, bound)
+            trunc = np.where(kinked, 0.0, trunc)
+        take = np.ones(d1.entries.size, bool)
+        if only_if_tighter:
+            with np.errstate(invalid="ignore"):
+                take = ~(bound >= self.bound[d1.entries])
+        idx = d1.entries[take]
+        self.numeric[idx] = numeric[take]
+        self.bound[idx] = bound[take]
+        self.trunc[idx] = trunc[take]
+        self.steps[idx] = d1.steps[take]
+        self.kink[idx] = (kinked & between)[take]
+
+    def unsettled(self, band_of) -> np.ndarray:
+        """Entries worth a smaller step: a numerical side that is not finite, or
+        a verdict that only the truncation term of the bound makes a pass."""
+        with np.errstate(invalid="ignore"):
+            err = np.abs(self.analytic - self.numeric)
+            passes = err <= band_of(self.bound)
+            passes_tightly = err <= band_of(self.bound - self.trunc)
+        weak = passes & ~passes_tightly & ~self.kink
+        return np.flatnonzero(
+            np.isfinite(self.analytic) & (~np.isfinite(self.numeric) | weak)
+        )
+
+
+def judge(
+    prepared: Prepared,
+    analytic: np.ndarray,
+    *,
+    method: str,
+    eps: float | None,
+    atol: float | None,
+    rtol: float | None,
+    chunk_size: int | None,
+    memory_budget: int,
+) -> Judged:
+    """Compares `analytic` (θ-ordered) with finite differences, entry by entry."""
+    leaves = prepared.tree.leaves
+    options = dict(
+        method=method, eps=eps, chunk_size=chunk_size, memory_budget=memory_budget
+    )
+
+    def band_of(bound: np.ndarray) -> np.ndarray:
+        return pass_band(leaves, analytic, state.numeric, bound, atol, rtol)
+
+    def refine(entries: np.ndarray, steps: np.ndarray, first_band, tighter: bool):
+        d1 = differences(prepared, entries, steps, strict=False, **options)
+        d2 = differences(prepared, entries, 2 * steps, strict=False, **options)
+        good = np.isfinite(d1.derivative) & np.isfinite(d2.derivative)
+        state.apply(_take(d1, good), _take(d2, good), first_band[good], tighter)
+
+    first = finite_differences(prepared, repeats=_REPEATS, **options)
+    state = _Refinement(first, analytic, method)
+    band = band_of(state.bound)
+    with np.errstate(invalid="ignore"):
+        settled = np.abs(analytic - state.numeric) <= band
+    todo = np.flatnonzero(~settled & np.isfinite(analytic))
+    if todo.size:
+        resolved = todo[np.isfinite(first.derivative[todo])]
+        if resolved.size:
+            # The differences at h are at hand; only 2h is evaluated.
+            d1 = _take(first, resolved)
+            d2 = differences(prepared, resolved, 2 * d1.steps, strict=False, **options)
+            good = np.isfinite(d2.derivative)
+            state.apply(_take(d1, good), _take(d2, good), band[resolved[good]], False)
+        for level in range(1, _RETRIES + 1):
+            steps = first.steps / _SHRINK**level
+            retry = state.unsettled(band_of)
+            retry = retry[state.steps[retry] > steps[retry]]
+            if not retry.size:
+                break
+            refine(retry, steps[retry], band[retry], True)
+    band = band_of(state.bound)
+    comparison = compare(analytic, state.numeric, band, state.kink)
+    return Judged(comparison, state.steps, first.spread)
