@@ -14,6 +14,7 @@ from ._errors import GradCheckError
 from ._evaluate import DEFAULT_MEMORY_BUDGET, value_and_grad
 from ._numerical import Prepared, base_value_of, prepare
 from ._refine import judge
+from ._shadow import numerical_side
 from ._steps import NOISE_FACTOR
 from ._pytree import SplitTree, format_path
 from ._report import GradCheckReport
@@ -125,6 +126,7 @@ def check_grad(
     atol: float | None = None,
     rtol: float | None = None,
     nondet_tol: float | None = None,
+    shadow: bool = True,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> GradCheckReport:
@@ -151,7 +153,9 @@ def check_grad(
             a callable `grad(params, *args)` (a hand-derived gradient); or a pytree
             of values. Either must match `params` in structure, shapes and dtypes
             (None or anything at non-floating leaves).
-        method: "central" (default), "forward" or "backward" differences.
+        method: "central" (default), "forward", "backward", "central4" (five
+            points, fourth order) or "complex" (complex step); see
+            `numerical_grad`.
         eps: absolute step for every entry; None picks one per entry from its
             dtype and magnitude (see `numerical_grad`).
         atol: absolute tolerance; None uses the entry's error bound (round-off,
@@ -159,6 +163,12 @@ def check_grad(
             plus the dtype's floor times the leaf's largest |numeric| entry.
         rtol: relative tolerance; None uses the dtype's floor (float64 1e-6,
             float32 1e-4, float16 1e-2, bfloat16 5e-2).
+        shadow: for a float32, float16 or bfloat16 `fun`, take the finite
+            differences in a float64 twin of it (leaves and floating `args` cast
+            up, x64 enabled for the check), which makes them accurate to ~1e-10;
+            the analytic gradient stays in the original dtype. When `fun` does
+            not allow it (it fails in float64, or casts down inside), the check
+            falls back to the native dtype and the report says why.
         nondet_tol: the largest spread of J(θ) between identical evaluations
             that is still deterministic; None uses 16·u·|J(θ)|. Beyond it the
             report says `fun` is nondeterministic and the check fails.
@@ -191,6 +201,7 @@ def check_grad(
     _validate.check_tolerance("atol", atol)
     _validate.check_tolerance("rtol", rtol)
     _validate.check_tolerance("nondet_tol", nondet_tol)
+    _validate.check_flag("shadow", shadow)
     prepared = prepare(
         fun,
         params,
@@ -204,18 +215,20 @@ def check_grad(
     base_value, analytic_leaves = _analytic(grad, prepared, params, args)
     dtype = np.complex128 if any(x.dtype.kind == "c" for x in tree.leaves) else np.float64
     analytic = np.concatenate([x.reshape(-1).astype(dtype) for x in analytic_leaves])
-    judged = judge(
-        prepared,
-        analytic,
-        method=method,
-        eps=eps,
-        atol=atol,
-        rtol=rtol,
-        chunk_size=chunk_size,
-        memory_budget=memory_budget,
-    )
+    with numerical_side(prepared, base_value, shadow, method) as (numerical, note):
+        judged = judge(
+            numerical,
+            analytic,
+            method=method,
+            eps=eps,
+            atol=atol,
+            rtol=rtol,
+            chunk_size=chunk_size,
+            memory_budget=memory_budget,
+            leaves=tree.leaves,
+        )
     if nondet_tol is None:
-        nondet_tol = NOISE_FACTOR * float(jnp.finfo(prepared.out_dtype).eps)
+        nondet_tol = NOISE_FACTOR * float(jnp.finfo(numerical.out_dtype).eps)
         nondet_tol *= abs(base_value)
     return GradCheckReport(
         fun_name=_fun_name(fun),
@@ -226,6 +239,7 @@ def check_grad(
         steps=judged.steps,
         spread=judged.spread,
         nondet_tol=nondet_tol,
+        note=note,
     )
 
 

@@ -136,6 +136,15 @@ def trace_base(problem: Problem, dynamic: tuple[jax.Array, ...]):
         raise
 
 
+def sub_jaxprs(eqn: Any):
+    """The jaxprs nested in an equation (of `jit`, `scan`, `cond`, custom rules)."""
+    for param in eqn.params.values():
+        for sub in param if isinstance(param, (tuple, list)) else (param,):
+            inner = getattr(sub, "jaxpr", sub)
+            if hasattr(inner, "eqns"):
+                yield inner
+
+
 def intermediate_bytes(jaxpr: Any) -> int:
     """Bytes of every value a jaxpr computes, sub-jaxprs included: an upper bound
     on the live memory of one evaluation."""
@@ -147,11 +156,8 @@ def intermediate_bytes(jaxpr: Any) -> int:
                 # PRNG key dtypes have no NumPy itemsize; count them as 8 bytes.
                 itemsize = getattr(aval.dtype, "itemsize", 8)
                 total += math.prod(aval.shape) * itemsize
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    total += intermediate_bytes(inner)
+        for inner in sub_jaxprs(eqn):
+            total += intermediate_bytes(inner)
     return total
 
 

@@ -20,7 +20,13 @@ from ._perturb import evaluate_shifts
 from ._pytree import SplitTree, format_path, leaf_values_to_params, split
 from ._steps import NOISE_FACTOR, step_sizes
 
-_SIGNS = {"central": (1.0, -1.0), "forward": (1.0,), "backward": (-1.0,)}
+_SIGNS = {
+    "central": (1.0, -1.0),
+    "forward": (1.0,),
+    "backward": (-1.0,),
+    "central4": (1.0, -1.0, 2.0, -2.0),
+    "complex": (1.0,),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,20 +145,37 @@ def differences(
         chunk_size=chunk_size,
         memory_budget=memory_budget,
         repeats=repeats,
+        imaginary=method == "complex",
     )
     if strict:
         _check_steps_resolve(shifted.moved, prepared.tree, entries, eps)
     values, moved, base = shifted.values, shifted.moved, shifted.base
     is_complex = np.isfinite(moved[1, 0])  # real entries have no second row
     moved = np.where(moved == 0, np.nan, moved)
-    if method == "central":
+    if method in ("central", "central4"):
         with np.errstate(invalid="ignore"):
             slopes = (values[:, 0] - values[:, 1]) / (moved[:, 0] - moved[:, 1])
         scale = np.maximum(np.abs(values[:, 0]), np.abs(values[:, 1]))
         width = np.abs(moved[:, 0] - moved[:, 1])
+        if method == "central4":
+            # Richardson on the central differences at h and 2h: the five-point
+            # stencil (8(J₁ − J₋₁) − (J₂ − J₋₂)) / 12h. Its round-off is that of
+            # 4/3·D(h) + 1/3·D(2h), bounded via a width of 3/4 of 2h.
+            with np.errstate(invalid="ignore"):
+                wide = (values[:, 2] - values[:, 3]) / (moved[:, 2] - moved[:, 3])
+            slopes = (4 * slopes - wide) / 3
+            scale = np.maximum(scale, np.abs(values[:, 2:]).max(axis=1))
+            width = 0.75 * width
         with np.errstate(invalid="ignore", divide="ignore"):
             forward = (values[0, 0] - base) / moved[0, 0]
             backward = (base - values[0, 1]) / -moved[0, 1]
+    elif method == "complex":
+        with np.errstate(invalid="ignore"):
+            slopes = values[:, 0] / moved[:, 0]
+        # No subtraction: the error is a few units of the derivative itself.
+        scale = np.abs(values[:, 0])
+        width = np.abs(moved[:, 0])
+        forward = backward = np.full(len(entries), np.nan)
     else:
         with np.errstate(invalid="ignore"):
             slopes = (values[:, 0] - base) / moved[:, 0]
@@ -233,9 +256,16 @@ def numerical_grad(
         params: a pytree of parameters.
         *args: further arguments of `fun`, passed through unchanged.
         method: "central" (J(θ+h) − J(θ−h)) / 2h, "forward" (J(θ+h) − J(θ)) / h,
-            or "backward" (J(θ) − J(θ−h)) / h.
+            "backward" (J(θ) − J(θ−h)) / h, "central4" (the five-point stencil
+            (8(J(θ+h) − J(θ−h)) − (J(θ+2h) − J(θ−2h))) / 12h, i.e. Richardson's
+            extrapolation of the central differences at h and 2h; error O(h⁴)),
+            or "complex" (the complex step Im J(θ + ih) / h, exact to round-off
+            for a complex-analytic `fun`, one evaluation per entry; `fun` runs on
+            complex128 parameters, and a `fun` that is not complex-safe, e.g.
+            uses abs, max or comparisons, is an error).
         eps: the absolute step h for every entry; None (default) picks per entry
-            h = u^(1/3)·max(1, |θᵢ|) (central) or u^(1/2)·max(1, |θᵢ|) (one-sided)
+            h = u^(1/3)·max(1, |θᵢ|) (central), u^(1/2) (one-sided), u^(1/5)
+            (central4) or u^(5/4) (complex) times max(1, |θᵢ|),
             for the leaf dtype's machine epsilon u, rounded to a power of two.
         chunk_size: perturbed evaluations per batch; None derives it from
             `memory_budget`.
@@ -273,14 +303,17 @@ def numerical_grad(
         chunk_size=chunk_size,
         memory_budget=memory_budget,
     )
-    base_value_of(prepared)
-    diffs = finite_differences(
-        prepared,
-        method=method,
-        eps=eps,
-        chunk_size=chunk_size,
-        memory_budget=memory_budget,
-    )
+    from ._shadow import numerical_side  # a twin is a Prepared: import late
+
+    base_value = base_value_of(prepared)
+    with numerical_side(prepared, base_value, False, method) as (numerical, _):
+        diffs = finite_differences(
+            numerical,
+            method=method,
+            eps=eps,
+            chunk_size=chunk_size,
+            memory_budget=memory_budget,
+        )
     tree = prepared.tree
     values = [
         jnp.asarray((x if leaf.dtype.kind == "c" else x.real).astype(leaf.dtype))

@@ -201,7 +201,7 @@ def numeric_jacobian(
 ) -> NumericJacobian:
     """Evaluates every ±h perturbation of every entry of `params`, block by block,
     and forms the differences of the flat output."""
-    _validate.check_method(method)
+    _validate.check_method(method, tuple(_SIGNS))
     _validate.check_eps(eps)
     _validate.check_chunking(chunk_size, memory_budget)
     _validate.check_not_traced(params, args)

@@ -57,9 +57,11 @@ def evaluate_shifts(
     chunk_size: int | None,
     memory_budget: int,
     repeats: int = 1,
+    imaginary: bool = False,
 ) -> Shifted:
     """Evaluates J at θ + s·hᵢ·eᵢ for every entry i of `entries` (sorted offsets
-    into θ) and every shift s, batched per block of leaves."""
+    into θ) and every shift s, batched per block of leaves. With `imaginary`, the
+    shifts are along i for every entry (the complex step) and `values` is Im J."""
     n = len(entries)
     values = np.full((2, len(shifts), n), np.nan)
     moved = np.full((2, len(shifts), n), np.nan)
@@ -78,6 +80,7 @@ def evaluate_shifts(
         here = theta[local]
         h = steps[lo:hi]
         units = (1.0, 1j) if jnp.issubdtype(dtype, jnp.complexfloating) else (1.0,)
+        units = (1j,) if imaginary else units
         moved_to = [
             perturbed_values(here, h, s, unit, dtype) for unit in units for s in shifts
         ]
@@ -89,9 +92,8 @@ def evaluate_shifts(
             # A subset of a block: round the chunk up to a power of two, so that
             # refinements of any size share a handful of compiled programs.
             chunk = min(_bit_ceil(len(index)), max(chunk, 8))
-        out = evaluate_block(
-            tree.problem, block, leaves, tree.dynamic, index, new, chunk
-        ).astype(np.float64)
+        out = evaluate_block(tree.problem, block, leaves, tree.dynamic, index, new, chunk)
+        out = (out.imag if imaginary else out).astype(np.float64)
         shifted, again = out[: len(out) - repeats], out[len(out) - repeats :]
         shifted = shifted.reshape(len(units), len(shifts), hi - lo)
         values[: len(units), :, lo:hi] = shifted

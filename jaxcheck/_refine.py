@@ -29,7 +29,7 @@ from ._compare import Comparison, compare, pass_band
 from ._numerical import Differences, Prepared, differences, finite_differences
 from ._steps import SAFETY
 
-_ORDER = {"central": 2, "forward": 1, "backward": 1}
+_ORDER = {"central": 2, "forward": 1, "backward": 1, "central4": 4, "complex": 2}
 _SHRINK = 8.0
 _RETRIES = 4
 # Repeated evaluations of J(θ) in the first batch, to detect nondeterminism.
@@ -81,7 +81,7 @@ class _Refinement:
         bound = ((r + 1) * d1.noise + d2.noise) / r + trunc
         kinked = np.zeros(d1.entries.size, bool)
         between = np.zeros(d1.entries.size, bool)
-        if self.method == "central":
+        if self.method in ("central", "central4"):
             with np.errstate(invalid="ignore"):
                 jump = 2 * (d1.forward - d1.backward) - (d2.forward - d2.backward)
                 kinked = np.abs(jump) > 10 * d1.noise + trunc
@@ -129,9 +129,15 @@ def judge(
     rtol: float | None,
     chunk_size: int | None,
     memory_budget: int,
+    leaves=None,
 ) -> Judged:
-    """Compares `analytic` (θ-ordered) with finite differences, entry by entry."""
-    leaves = prepared.tree.leaves
+    """Compares `analytic` (θ-ordered) with finite differences, entry by entry.
+
+    `leaves` (default: those of `prepared`) are the leaves whose dtypes set the
+    floors of the pass band: the analytic side's, when `prepared` is a float64
+    twin.
+    """
+    leaves = prepared.tree.leaves if leaves is None else leaves
     options = dict(
         method=method, eps=eps, chunk_size=chunk_size, memory_budget=memory_budget
     )

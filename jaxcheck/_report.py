@@ -114,6 +114,7 @@ class GradCheckReport:
         steps: np.ndarray,
         spread: float = 0.0,
         nondet_tol: float = float("inf"),
+        note: str = "",
     ):
         self.fun_name = fun_name
         self.method = method
@@ -128,6 +129,8 @@ class GradCheckReport:
         self.num_kinks = int(np.count_nonzero(comparison.status == KINK))
         # The largest spread of J(θ) between identical evaluations, and the
         # spread above which `fun` counts as nondeterministic.
+        # How the numerical side was computed, when that is worth saying.
+        self.note = note
         self.spread = float(spread)
         self.nondet_tol = float(nondet_tol)
         self.nondeterministic = not self.spread <= self.nondet_tol
@@ -205,6 +208,7 @@ class GradCheckReport:
         lines = [
             f"Gradient check of `{self.fun_name}` ({self.method} differences): "
             f"{self.num_entries} entries in {len(self.leaves)} leaves"
+            + (f"; {self.note}" if self.note else "")
         ]
         width = max([len(s.path) for s in self.leaves] + [4])
         header = (
@@ -251,6 +255,10 @@ class GradCheckReport:
             "ok": self.ok,
             "fun": self.fun_name,
             "method": self.method,
+            "note": self.note,
+            "nondeterministic": self.nondeterministic,
+            "spread": _json_number(self.spread),
+            "num_kinks": self.num_kinks,
             "num_entries": self.num_entries,
             "num_failed": self.num_failed,
             "rel_diff": _json_number(self.rel_diff),

@@ -25,10 +25,10 @@ def check_fun(fun: Any) -> None:
         )
 
 
-def check_method(method: Any) -> None:
-    if method not in METHODS:
+def check_method(method: Any, allowed: tuple[str, ...] = METHODS) -> None:
+    if method not in allowed:
         raise ValueError(
-            f"`method` must be one of {', '.join(map(repr, METHODS))}, got {method!r}."
+            f"`method` must be one of {', '.join(map(repr, allowed))}, got {method!r}."
         )
 
 
@@ -63,6 +63,11 @@ def check_tolerance(name: str, value: Any) -> None:
             f"`{name}` must be non-negative and finite, got {value!r}; pass None for "
             "the dtype's default."
         )
+
+
+def check_flag(name: str, value: Any) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
 
 
 def check_chunking(chunk_size: Any, memory_budget: Any) -> None:

@@ -195,3 +195,142 @@ def test_dropout_with_a_fixed_key_checks_cleanly():
         jaxcheck.assert_grad(
             loss, params, X, jax.random.key(3), grad=_scaled(grad, "w1", 1.01)
         )
+
+
+# --------------------------------------------------------------------------
+# Low precision: differences in a float64 twin
+
+
+def _f32_mlp(h=90):
+    # [16, h, h, 4]: 10,084 parameters for h = 90.
+    keys = jax.random.split(jax.random.PRNGKey(0), 6)
+    sizes = [16, h, h, 4]
+    return [
+        {
+            "w": (jax.random.normal(keys[2 * i], (a, b)) / np.sqrt(a)).astype(
+                jnp.float32
+            ),
+            "b": (0.1 * jax.random.normal(keys[2 * i + 1], (b,))).astype(jnp.float32),
+        }
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+    ]
+
+
+def _f32_loss(params, x, y):
+    for layer in params[:-1]:
+        x = jnp.tanh(x @ layer["w"] + layer["b"])
+    return jnp.mean((x @ params[-1]["w"] + params[-1]["b"] - y) ** 2)
+
+
+XF = jax.random.normal(jax.random.PRNGKey(1), (32, 16), jnp.float32)
+YF = jnp.ones((32, 4), jnp.float32)
+
+
+def test_a_correct_float32_network_of_10k_parameters_passes_without_x64():
+    with jax.enable_x64(False):
+        params = _f32_mlp()
+        report = jaxcheck.check_grad(_f32_loss, params, XF, YF)
+        assert sum(s.size for s in report.leaves) > 10_000
+        assert report.ok, report
+        assert "float64 twin" in report.note
+        grad = jax.grad(_f32_loss)(params, XF, YF)
+        assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(grad))
+        layer = [dict(x) for x in grad]
+        layer[1]["w"] = layer[1]["w"] * 1.01
+        with pytest.raises(GradCheckError, match=at("[1]['w']")):
+            jaxcheck.assert_grad(_f32_loss, params, XF, YF, grad=layer)
+        entry = [dict(x) for x in grad]
+        entry[2]["b"] = entry[2]["b"].at[1].multiply(1.1)
+        report = jaxcheck.check_grad(_f32_loss, params, XF, YF, grad=entry)
+        assert [e.location for e in report.failures()] == ["[2]['b'][1]"]
+
+
+def test_a_function_that_casts_down_falls_back_to_native_bounds():
+    def loss(w, x):
+        return jnp.sum(jnp.tanh(x.astype(jnp.float32) @ w.astype(jnp.float32)))
+
+    w = jax.random.normal(jax.random.PRNGKey(2), (4, 3), jnp.float32)
+    x = jax.random.normal(jax.random.PRNGKey(3), (5, 4), jnp.float32)
+    report = jaxcheck.check_grad(loss, w, x)
+    assert "native dtype" in report.note and "float32" in report.note
+    assert report.ok, report
+    assert str(report).splitlines()[0].endswith(report.note)
+    wrong = jax.grad(loss)(w, x).at[2, 1].multiply(1.1)
+    with pytest.raises(GradCheckError, match=at("params", (2, 1))):
+        jaxcheck.assert_grad(loss, w, x, grad=wrong)
+
+
+def test_shadow_can_be_turned_off():
+    w = jnp.linspace(-1.0, 1.0, 5, dtype=jnp.float32)
+    report = jaxcheck.check_grad(lambda w: jnp.sum(jnp.sin(w)), w, shadow=False)
+    assert report.ok and report.note == ""
+    with pytest.raises(TypeError, match="`shadow`"):
+        jaxcheck.check_grad(lambda w: jnp.sum(w), w, shadow="yes")
+
+
+# --------------------------------------------------------------------------
+# The five-point stencil
+
+
+def test_central4_is_more_accurate_and_still_catches_bugs():
+    def f(w):
+        return jnp.sum(jnp.exp(jnp.sin(w)) * w**3)
+
+    w = jnp.linspace(-2.0, 2.0, 9)
+    exact = jax.grad(f)(w)
+    err2 = np.abs(jaxcheck.numerical_grad(f, w) - exact).max()
+    err4 = np.abs(jaxcheck.numerical_grad(f, w, method="central4") - exact).max()
+    assert err4 < err2 / 10
+    assert jaxcheck.check_grad(f, w, method="central4").ok
+    with pytest.raises(GradCheckError, match=at("params", (4,))):
+        jaxcheck.assert_grad(f, w, method="central4", grad=exact.at[4].add(1e-4))
+
+
+def test_the_lecture_cube_with_five_points_is_exact_to_round_off():
+    # θ³ has a zero fifth derivative: the five-point stencil has no truncation.
+    cube = lambda theta: theta**3  # noqa: E731
+    value = jaxcheck.numerical_grad(cube, jnp.array(1.0), eps=0.01, method="central4")
+    assert float(value) == pytest.approx(3.0, abs=1e-12)
+
+
+# --------------------------------------------------------------------------
+# The complex step
+
+
+def _analytic_loss(w, x):
+    return jnp.sum(jnp.exp(jnp.sin(3 * w))) * jnp.sum(jnp.tanh(x @ w))
+
+
+def test_the_complex_step_is_exact_to_round_off():
+    w = jnp.linspace(-2.0, 2.0, 4)
+    x = jnp.ones((3, 4))
+    exact = jax.grad(_analytic_loss)(w, x)
+    numeric = jaxcheck.numerical_grad(_analytic_loss, w, x, method="complex")
+    np.testing.assert_allclose(numeric, exact, rtol=1e-14)
+    report = jaxcheck.check_grad(_analytic_loss, w, x, method="complex")
+    assert report.ok and "complex-step" in report.note
+    with pytest.raises(GradCheckError, match=at("params", (1,))):
+        jaxcheck.assert_grad(
+            _analytic_loss, w, x, method="complex", grad=exact.at[1].multiply(1.0001)
+        )
+
+
+@pytest.mark.parametrize(
+    "fun, what",
+    [
+        (lambda w: jnp.sum(jnp.abs(w)), "returns float64"),
+        (lambda w: jnp.sum(jax.nn.relu(w)), "applies max"),
+        (lambda w: jnp.sum(jnp.where(w > 0, w, 0.0)), "applies"),
+    ],
+    ids=["abs", "relu", "comparison"],
+)
+def test_the_complex_step_rejects_a_function_that_is_not_complex_safe(fun, what):
+    with pytest.raises(ValueError, match=f"method='complex'.*{what}"):
+        jaxcheck.check_grad(fun, jnp.arange(3.0), method="complex")
+
+
+def test_the_complex_step_needs_real_parameters():
+    with pytest.raises(ValueError, match="needs real parameters"):
+        jaxcheck.check_grad(
+            lambda z: jnp.sum(jnp.abs(z) ** 2), jnp.ones(2, jnp.complex128), method="complex"
+        )
