@@ -19,6 +19,7 @@ from ._compare import (
     Comparison,
     relative_difference,
 )
+from ._diagnose import diagnose_leaf
 from ._pytree import LeafInfo, format_path
 
 _WORST_SHOWN = 5
@@ -67,6 +68,7 @@ class LeafSummary:
     failed: int  # entries outside their pass band or not finite
     status: str  # "ok", "mismatch", "nan/inf" or "inconclusive"
     kinks: int = 0  # entries at a kink whose analytic value is a subgradient
+    diagnosis: str = ""  # what a failing leaf's error looks like, when recognised
 
 
 def _summarize(leaf: LeafInfo, c: Comparison) -> LeafSummary:
@@ -82,6 +84,13 @@ def _summarize(leaf: LeafInfo, c: Comparison) -> LeafSummary:
     else:
         verdict = "mismatch" if failed else "ok"
     empty = leaf.size == 0
+    diagnosis = ""
+    if failed and leaf.dtype.kind != "c":
+        diagnosis = diagnose_leaf(
+            *(x[part].real.reshape(leaf.shape) for x in (c.analytic, c.numeric)),
+            (status >= FAILING).reshape(leaf.shape),
+            c.tolerance[part].reshape(leaf.shape),
+        )
     return LeafSummary(
         path=format_path(leaf.path),
         shape=leaf.shape,
@@ -93,6 +102,7 @@ def _summarize(leaf: LeafInfo, c: Comparison) -> LeafSummary:
         failed=failed,
         kinks=int(np.count_nonzero(status == KINK)),
         status=verdict,
+        diagnosis=diagnosis,
     )
 
 
@@ -225,6 +235,9 @@ class GradCheckReport:
         if self.skipped:
             kept = "; ".join(f"{p} ({why})" for p, why in self.skipped)
             lines.append(f"  not perturbed: {kept}")
+        for s in self.leaves:
+            if s.diagnosis:
+                lines.append(f"  {s.path}: {s.diagnosis}")
         worst = [e for e in self.worst() if e.status not in ("ok", "kink")]
         worst = worst or self.worst(3)
         if worst:

@@ -419,3 +419,19 @@ def test_numpy_nan_params_named():
         ValueError, match=re.escape("`params` has non-finite entries in ['b']")
     ):
         jaxcheck.numerical_grad(lambda p: jnp.sum(p["a"] * p["b"]), params)
+
+
+def test_exception_in_a_batched_evaluation_names_the_leaves_and_the_chunk():
+    def fun(params):
+        # Raises only when traced for a batch of perturbations of ['w'].
+        if isinstance(params["w"], jax.core.Tracer) and "Batch" in type(
+            params["w"]
+        ).__name__:
+            raise PlantedError("cannot batch this")
+        return loss(params)
+
+    params = {"w": jnp.arange(5000.0) / 5000, "b": jnp.array(0.5)}
+    with pytest.raises(PlantedError, match="cannot batch this") as info:
+        jaxcheck.check_grad(fun, params)
+    [note] = [n for n in info.value.__notes__ if "chunk" in n]
+    assert re.search(r"evaluating chunk 1 of \d+ with \['w'\] perturbed", note), note
