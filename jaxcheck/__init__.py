@@ -9,6 +9,10 @@ from ._numerical import numerical_grad as numerical_grad
 from ._report import EntryReport as EntryReport
 from ._report import GradCheckReport as GradCheckReport
 from ._report import LeafSummary as LeafSummary
+from ._taylor import assert_taylor as assert_taylor
+from ._taylor import taylor_test as taylor_test
+from ._taylor_report import TaylorDirection as TaylorDirection
+from ._taylor_report import TaylorReport as TaylorReport
 from ._vjp_jvp import check_jvp as check_jvp
 from ._vjp_jvp import check_vjp as check_vjp
 
