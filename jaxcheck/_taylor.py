@@ -60,7 +60,9 @@ def _check_arguments(num_steps: Any, h0: Any, seed: Any) -> None:
             "max(1, |θᵢ|). Pass None for the dtype's default."
         )
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise TypeError(f"`seed` must be an int, got {seed!r}.")
+        raise TypeError(f"`seed` must be a non-negative int, got {seed!r}.")
+    if seed < 0:
+        raise ValueError(f"`seed` must be a non-negative int, got {seed}.")
 
 
 def _directions(leaves: tuple[LeafInfo, ...], dynamic, seed: int) -> list[np.ndarray]:
@@ -79,8 +81,9 @@ def _directions(leaves: tuple[LeafInfo, ...], dynamic, seed: int) -> list[np.nda
 
 
 def _moved(theta: Any, scale: Any, direction: Any) -> Any:
-    """θ + scale·v in θ's dtype, computed as the host computes it (scale·v is exact:
-    scale is a power of two or 0), keeping θ's weak type."""
+    """θ + scale·v in θ's dtype, keeping θ's weak type. With the default steps
+    scale is a power of two or 0, so scale·v is exact and the sum is rounded once,
+    as on the host; otherwise the two differ within the round-off level of g·v."""
     value = theta + scale.astype(direction.dtype) * direction
     return jnp.zeros_like(theta).at[...].set(value)
 
