@@ -2,6 +2,8 @@
 
 from ._check import assert_grad as assert_grad
 from ._check import check_grad as check_grad
+from ._custom_rules import check_custom_jvp as check_custom_jvp
+from ._custom_rules import check_custom_vjp as check_custom_vjp
 from ._errors import GradCheckError as GradCheckError
 from ._jacobian import check_jacobian as check_jacobian
 from ._jacobian_report import JacobianReport as JacobianReport

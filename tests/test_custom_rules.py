@@ -1,0 +1,122 @@
+"""`check_custom_vjp` and `check_custom_jvp`: correct rules pass; each planted bug
+is caught by the check that names it."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+import rules
+
+import jaxcheck
+from jaxcheck import GradCheckError
+
+X, W, B = rules.dense_inputs()
+
+
+# --------------------------------------------------------------------------
+# custom_vjp
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_correct_vjp_rule_passes(dtype):
+    reports = jaxcheck.check_custom_vjp(rules.dense, *rules.dense_inputs(dtype))
+    assert len(reports) == 3
+    assert all(r.ok for r in reports.values())
+
+
+def test_wrong_residual_is_caught():
+    with pytest.raises(GradCheckError, match=r"bwd rule with cotangent 0(.|\n)*"):
+        jaxcheck.check_custom_vjp(rules.dense_wrong_residual, X, W, B)
+
+
+def test_missing_transpose_is_located():
+    with pytest.raises(GradCheckError, match=re.escape("worst primals[1][")):
+        jaxcheck.check_custom_vjp(rules.dense_missing_transpose, X, W, B)
+
+
+def test_wrong_entry_is_located():
+    with pytest.raises(GradCheckError, match=re.escape("worst primals[2][1]")):
+        jaxcheck.check_custom_vjp(rules.dense_wrong_b, X, W, B)
+
+
+def test_missing_cotangent_is_named():
+    with pytest.raises(GradCheckError, match="returned 2 cotangents for 3 primals"):
+        jaxcheck.check_custom_vjp(rules.dense_missing_cotangent, X, W, B)
+
+
+def test_wrong_dtype_is_named():
+    with pytest.raises(GradCheckError, match=re.escape("rule[1] has dtype float32")):
+        jaxcheck.check_custom_vjp(rules.dense_wrong_dtype, X, W, B)
+
+
+def test_wrong_fwd_output_is_named():
+    with pytest.raises(GradCheckError, match="fwd rule's primal output"):
+        jaxcheck.check_custom_vjp(rules.dense_wrong_output, X, W, B)
+
+
+def test_bad_batching_is_caught():
+    with pytest.raises(GradCheckError, match="Under vmap over 3 directions"):
+        jaxcheck.check_custom_vjp(rules.dense_bad_batching, X, W, B)
+
+
+def test_nondiff_argnums():
+    x, scale = jnp.linspace(0.5, 1.5, 4), jnp.array(0.7)
+    assert all(jaxcheck.check_custom_vjp(rules.scaled_act, 3, x, scale).values())
+    with pytest.raises(GradCheckError, match=re.escape("nondiff_argnums (0,)")):
+        jaxcheck.check_custom_vjp(rules.scaled_act_wrong, 3, x, scale)
+
+
+def test_custom_vjp_bad_arguments():
+    with pytest.raises(TypeError, match="@jax.custom_vjp"):
+        jaxcheck.check_custom_vjp(jnp.sin, X)
+    with pytest.raises(ValueError, match="no rule yet"):
+        jaxcheck.check_custom_vjp(jax.custom_vjp(jnp.sin), X)
+    with pytest.raises(ValueError, match="nondiff_argnums"):
+        jaxcheck.check_custom_vjp(rules.scaled_act, 3)
+    with pytest.raises(ValueError, match="`num_cotangents`"):
+        jaxcheck.check_custom_vjp(rules.dense, X, W, B, num_cotangents=0)
+
+
+def test_complex_vjp_rule():
+    z = jnp.array([1 + 2j, 0.5 - 1j])
+    assert jaxcheck.check_custom_vjp(rules.abs2, z)
+    with pytest.raises(GradCheckError, match=re.escape("primals[0][")):
+        jaxcheck.check_custom_vjp(rules.abs2_wrong, z)
+
+
+# --------------------------------------------------------------------------
+# custom_jvp
+
+
+def test_correct_jvp_rule_passes():
+    reports = jaxcheck.check_custom_jvp(rules.sin, jnp.linspace(0.1, 1.0, 4))
+    assert all(r.ok for r in reports.values())
+
+
+def test_wrong_jvp_rule_is_located():
+    with pytest.raises(GradCheckError, match=re.escape("jvp rule with tangent 0")):
+        jaxcheck.check_custom_jvp(rules.sin_wrong_first, jnp.linspace(0.1, 1.0, 4))
+
+
+def test_symbolic_zeros():
+    x, y = jnp.linspace(0.1, 1.0, 3), jnp.linspace(-1.0, 2.0, 3)
+    reports = jaxcheck.check_custom_jvp(rules.mul, x, y)
+    assert len(reports) == 3 + 1 + 2
+    with pytest.raises(GradCheckError, match=re.escape("for primals[0] only")):
+        jaxcheck.check_custom_jvp(rules.mul_wrong_zero, x, y)
+
+
+def test_wrong_jvp_output_structure_is_named():
+    @jax.custom_jvp
+    def f(x):
+        return jnp.sin(x)
+
+    f.defjvp(lambda p, t: (jnp.sin(p[0]), (jnp.cos(p[0]) * t[0]).astype(jnp.float32)))
+    with pytest.raises(GradCheckError, match="output tangent differs"):
+        jaxcheck.check_custom_jvp(f, jnp.linspace(0.1, 1.0, 3))
+
+
+def test_custom_jvp_bad_arguments():
+    with pytest.raises(TypeError, match="@jax.custom_jvp"):
+        jaxcheck.check_custom_jvp(rules.dense, X)
