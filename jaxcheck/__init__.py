@@ -2,9 +2,11 @@
 
 from ._check import assert_grad as assert_grad
 from ._check import check_grad as check_grad
+from ._check_grads import check_grads as check_grads
 from ._custom_rules import check_custom_jvp as check_custom_jvp
 from ._custom_rules import check_custom_vjp as check_custom_vjp
 from ._errors import GradCheckError as GradCheckError
+from ._hessian import check_hessian as check_hessian
 from ._jacobian import check_jacobian as check_jacobian
 from ._jacobian_report import JacobianReport as JacobianReport
 from ._numerical import numerical_grad as numerical_grad

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate
+from ._argnums import check_order, select
 from ._errors import GradCheckError
 from ._evaluate import DEFAULT_MEMORY_BUDGET, value_and_grad
 from ._numerical import Prepared, base_value_of, prepare
@@ -129,6 +130,9 @@ def check_grad(
     shadow: bool = True,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    argnums: int | tuple[int, ...] = 0,
+    has_aux: bool = False,
+    order: int = 1,
 ) -> GradCheckReport:
     """Compares the gradient of a scalar `fun` with finite differences, entry by entry.
 
@@ -175,6 +179,13 @@ def check_grad(
         chunk_size: perturbed evaluations per batch; None derives it from
             `memory_budget`.
         memory_budget: bytes that one batch of evaluations may use (default 1 GiB).
+        argnums: which positional arguments of `fun` to differentiate, as in
+            `jax.grad`: 0 (`params`, the default), another int, or a tuple (then
+            `grad` is a tuple and paths start `[k]`, the k-th selected argument).
+        has_aux: `fun` returns `(value, aux)`; aux is ignored, as in `jax.grad`.
+        order: 1 (default) checks the gradient; 2 checks the Hessian, the
+            Jacobian of `jax.grad(fun)`, as `check_hessian` does (a report with
+            entries located as `grad<path>[i] × params<path>[j]`).
 
     Returns:
         A `GradCheckReport`: `.ok`, `.rel_diff`, `.leaves` (a summary per leaf),
@@ -198,6 +209,14 @@ def check_grad(
         >>> jaxcheck.check_grad(loss, params, jnp.ones((4, 3)), grad=bad).ok
         False
     """
+    fun, params, args, grad = select(fun, params, args, grad, argnums, has_aux)
+    if check_order(order, grad) == 2:
+        from ._hessian import hessian_report  # which imports this module
+
+        return hessian_report(
+            fun, params, args, method=method, eps=eps, atol=atol, rtol=rtol,
+            chunk_size=chunk_size, memory_budget=memory_budget,
+        )  # fmt: skip
     _validate.check_tolerance("atol", atol)
     _validate.check_tolerance("rtol", rtol)
     _validate.check_tolerance("nondet_tol", nondet_tol)

@@ -54,12 +54,12 @@ def check_primals(primals: Any, name: str = "primals") -> tuple[Any, ...]:
     return tuple(primals)
 
 
-def _check_modes(modes: Any) -> tuple[str, ...]:
+def check_modes(modes: Any, allowed: tuple[str, ...] = MODES) -> tuple[str, ...]:
     if isinstance(modes, str) or not isinstance(modes, Sequence):
-        raise TypeError(f"`modes` must be a tuple drawn from {MODES}, got {modes!r}.")
-    if not modes or any(m not in MODES for m in modes):
+        raise TypeError(f"`modes` must be a tuple drawn from {allowed}, got {modes!r}.")
+    if not modes or any(m not in allowed for m in modes):
         raise ValueError(
-            f"`modes` must be a non-empty tuple drawn from {MODES}, got {modes!r}."
+            f"`modes` must be a non-empty tuple drawn from {allowed}, got {modes!r}."
         )
     return tuple(dict.fromkeys(modes))
 
@@ -223,7 +223,7 @@ def check_jacobian(
     """
     _validate.check_fun(fun)
     primals = check_primals(primals)
-    modes = _check_modes(modes)
+    modes = check_modes(modes)
     if jac is not None and not callable(jac):
         value = jac
         jac_thunk = lambda: value  # noqa: E731

@@ -127,13 +127,16 @@ def check_output(out_info: Any) -> None:
         raise TypeError(
             "`fun` must return a scalar array, got a "
             f"{jax.tree_util.tree_structure(out_info)} pytree. Reduce it to a scalar "
-            "loss, e.g. `jnp.sum(...)`."
+            "loss, e.g. `jnp.sum(...)`; pass has_aux=True if it returns (loss, aux); "
+            "for the derivatives of a pytree output use check_jacobian or check_vjp."
         )
     if shape != ():
         raise TypeError(
             f"`fun` must return a scalar, got an output of shape {shape}. A gradient "
             "check needs a scalar loss J(θ): reduce it (e.g. `jnp.mean(...)`), not "
-            "the network's raw output."
+            "the network's raw output. To check the derivatives of a vector output "
+            "use check_jacobian (the whole Jacobian) or check_vjp/check_jvp (one "
+            "cotangent or tangent)."
         )
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError(

@@ -347,7 +347,8 @@ def _direction_step(primals, tangents, dtype, method, eps) -> float:
 
 def jvp_report(fun, primals, jvp_fn, tangents, *, seed=0, method="central",
                eps=None, atol=None, rtol=None, chunk_size=None,
-               memory_budget=DEFAULT_MEMORY_BUDGET) -> JacobianReport:  # fmt: skip
+               memory_budget=DEFAULT_MEMORY_BUDGET, out_name="out", mode="jvp",
+               name=None) -> JacobianReport:  # fmt: skip
     """The report of one JVP, without raising."""
     _validate.check_tolerance("atol", atol)
     _validate.check_tolerance("rtol", rtol)
@@ -388,8 +389,8 @@ def jvp_report(fun, primals, jvp_fn, tangents, *, seed=0, method="central",
         memory_budget=memory_budget,
     )  # fmt: skip
     return jacobian_report(
-        fun_name=f"JVP of {fun_name(fun)}", method=method, numeric=numeric,
-        analytic={"jvp": column}, out_name="out", in_name="", atol=atol, rtol=rtol,
+        fun_name=name or f"JVP of {fun_name(fun)}", method=method, numeric=numeric,
+        analytic={mode: column}, out_name=out_name, in_name="", atol=atol, rtol=rtol,
     )  # fmt: skip
 
 

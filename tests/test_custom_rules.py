@@ -18,9 +18,8 @@ X, W, B = rules.dense_inputs()
 # custom_vjp
 
 
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
-def test_correct_vjp_rule_passes(dtype):
-    reports = jaxcheck.check_custom_vjp(rules.dense, *rules.dense_inputs(dtype))
+def test_correct_vjp_rule_passes():
+    reports = jaxcheck.check_custom_vjp(rules.dense, X, W, B)
     assert len(reports) == 3
     assert all(r.ok for r in reports.values())
 
@@ -62,7 +61,8 @@ def test_bad_batching_is_caught():
 
 def test_nondiff_argnums():
     x, scale = jnp.linspace(0.5, 1.5, 4), jnp.array(0.7)
-    assert all(jaxcheck.check_custom_vjp(rules.scaled_act, 3, x, scale).values())
+    reports = jaxcheck.check_custom_vjp(rules.scaled_act, 3, x, scale, num_cotangents=1)
+    assert all(r.ok for r in reports.values())
     with pytest.raises(GradCheckError, match=re.escape("nondiff_argnums (0,)")):
         jaxcheck.check_custom_vjp(rules.scaled_act_wrong, 3, x, scale)
 
@@ -80,7 +80,7 @@ def test_custom_vjp_bad_arguments():
 
 def test_complex_vjp_rule():
     z = jnp.array([1 + 2j, 0.5 - 1j])
-    assert jaxcheck.check_custom_vjp(rules.abs2, z)
+    assert jaxcheck.check_custom_vjp(rules.abs2, z, num_cotangents=1)
     with pytest.raises(GradCheckError, match=re.escape("primals[0][")):
         jaxcheck.check_custom_vjp(rules.abs2_wrong, z)
 
@@ -101,8 +101,8 @@ def test_wrong_jvp_rule_is_located():
 
 def test_symbolic_zeros():
     x, y = jnp.linspace(0.1, 1.0, 3), jnp.linspace(-1.0, 2.0, 3)
-    reports = jaxcheck.check_custom_jvp(rules.mul, x, y)
-    assert len(reports) == 3 + 1 + 2
+    reports = jaxcheck.check_custom_jvp(rules.mul, x, y, num_tangents=1)
+    assert len(reports) == 1 + 1 + 2
     with pytest.raises(GradCheckError, match=re.escape("for primals[0] only")):
         jaxcheck.check_custom_jvp(rules.mul_wrong_zero, x, y)
 

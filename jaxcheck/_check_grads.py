@@ -1,0 +1,134 @@
+"""`check_grads`: a drop-in for `jax.test_util.check_grads`, checked entry by entry.
+
+The recursion is JAX's: for each order, "fwd" checks `jax.jvp(f)` and recurses
+into the function `(primals, tangents) ↦ jax.jvp(f, primals, tangents)`; "rev"
+checks `jax.vjp(f)` and recurses into `args ↦ vjp(f, *args)(f(*args))`. Each check
+here is `check_jvp`/`check_vjp`: every entry, not one random direction, with the
+tolerances of the entry's dtype, never scaled by the size of an array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from . import _validate
+from ._errors import GradCheckError
+from ._jacobian import check_modes, check_primals, fun_name
+from ._vjp_jvp import jvp_report, vjp_report
+
+MODES = ("fwd", "rev")
+
+
+@dataclasses.dataclass(frozen=True)
+class _JvpOf:
+    """`(primals, tangents) ↦ jax.jvp(f, primals, tangents)`."""
+
+    f: Callable[..., Any]
+
+    def __call__(self, primals: Any, tangents: Any) -> Any:
+        return jax.jvp(self.f, tuple(primals), tuple(tangents))
+
+    def __repr__(self) -> str:
+        return f"jvp of {fun_name(self.f)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _VjpOf:
+    """`args ↦ vjp(f, *args)(f(*args))`, the function JAX's check_grads recurses
+    into for "rev"."""
+
+    f: Callable[..., Any]
+
+    def __call__(self, *args: Any) -> Any:
+        out, vjp = jax.vjp(self.f, *args)
+        return vjp(out)
+
+    def __repr__(self) -> str:
+        return f"vjp of {fun_name(self.f)}"
+
+
+def check_grads(
+    f: Callable[..., Any],
+    args: Sequence[Any],
+    order: int,
+    modes: Sequence[str] = MODES,
+    atol: float | None = None,
+    rtol: float | None = None,
+    eps: float | None = None,
+) -> None:
+    """Checks derivatives up to `order` like `jax.test_util.check_grads`, per entry.
+
+    Same call, same meaning: switch a test suite by changing one import. The
+    checks are JAX's — for each order, "fwd" checks the JVP and recurses into
+    `jax.jvp(f)`, "rev" checks the VJP and recurses into `vjp(f)(f(args))` — but
+    each is element-wise (`check_jvp` per output entry, `check_vjp` per input
+    entry) instead of one random direction, and a failure is located:
+    "VJP of JVP check failed" and then the report, whose worst entries read
+    `primals[1]['w'][3, 5]` (a VJP) or `out[2] (jvp)` (a JVP). Tolerances are per
+    entry and dtype, never scaled by the size of an array.
+
+    Args:
+        f: the function, called as `f(*args)`; it may return any pytree.
+        args: the tuple of arguments at which to check.
+        order: derivatives up to this order are checked (1, 2, ...).
+        modes: "fwd" (JVPs) and/or "rev" (VJPs), as in JAX.
+        atol: absolute tolerance; None uses the dtype's default plus the entry's
+            round-off error (see `check_grad`).
+        rtol: relative tolerance; None uses the dtype's default.
+        eps: the finite-difference step; None picks one per entry from its dtype
+            and magnitude (JAX uses 1e-4 for every dtype).
+
+    Returns:
+        None, as JAX's does.
+
+    Raises:
+        GradCheckError: an `AssertionError` naming the failed check ("JVP",
+            "VJP of JVP", ...) followed by the report of located entries.
+        TypeError, ValueError: for invalid arguments.
+
+    Examples:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxcheck import check_grads  # was: from jax.test_util import ...
+        >>> f = lambda x, y: {"a": jnp.sin(x) * y, "b": x @ y}
+        >>> check_grads(f, (jnp.arange(3.0), jnp.ones(3)), order=2)
+        >>> @jax.custom_jvp
+        ... def cube(x):
+        ...     return x**3
+        >>> _ = cube.defjvp(lambda p, t: (p[0] ** 3, 2 * p[0] ** 2 * t[0]))  # 3x²!
+        >>> check_grads(cube, (jnp.arange(3.0),), order=1)
+        Traceback (most recent call last):
+        ...
+        jaxcheck.GradCheckError: JVP check failed:
+        ...
+        FAILED: 2 of 3 entries differ, in out (jvp); worst out[2] (jvp): ...
+    """
+    _validate.check_fun(f)
+    args = check_primals(tuple(args) if isinstance(args, list) else args, "args")
+    if not isinstance(order, int) or isinstance(order, bool) or order < 1:
+        raise ValueError(f"`order` must be a positive int, got {order!r}.")
+    modes = check_modes(modes, MODES)
+    options = dict(atol=atol, rtol=rtol, eps=eps)
+
+    def check(f: Callable[..., Any], args: tuple[Any, ...], order: int, what: str):
+        if "fwd" in modes:
+            msg = f"JVP of {what}" if what else "JVP"
+            _raise_if_failed(msg, jvp_report(f, args, None, None, **options))
+            if order > 1:
+                check(_JvpOf(f), (args, args), order - 1, msg)
+        if "rev" in modes:
+            msg = f"VJP of {what}" if what else "VJP"
+            _raise_if_failed(msg, vjp_report(f, args, None, None, **options))
+            if order > 1:
+                check(_VjpOf(f), args, order - 1, msg)
+
+    check(f, args, order, "")
+
+
+def _raise_if_failed(what: str, report: Any) -> None:
+    if not report.ok:
+        raise GradCheckError(f"{what} check failed:\n{report}")

@@ -1,0 +1,160 @@
+"""`check_hessian`: second derivatives against finite differences of the gradient.
+
+The Hessian is the Jacobian of the gradient: every floating entry of `params` is
+perturbed (batched), `jax.grad(fun)` is evaluated at each perturbation, and the
+differences are compared with `jax.jacrev` and `jax.jacfwd` of `jax.grad(fun)`
+(reverse-over-reverse and forward-over-reverse). For a model too large for an
+N×N matrix, `hvp=True` checks Hessian-vector products instead: the directional
+difference of the gradient along a tangent v against `jax.jvp(jax.grad(fun))`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from . import _validate
+from ._evaluate import DEFAULT_MEMORY_BUDGET
+from ._jacobian import MODES, check_modes, fun_name, jacobian_check, raise_if_failed
+from ._jacobian_report import JacobianReport
+from ._numerical_jacobian import of_some_leaves
+from ._pytree import is_differentiable_leaf
+from ._vjp_jvp import jvp_report
+
+
+@dataclasses.dataclass(frozen=True)
+class Gradient:
+    """`jax.grad(fun)` at the floating leaves of `params`, None at the others,
+    called as `Gradient(fun)(params, *args)`."""
+
+    fun: Callable[..., Any]
+
+    def __call__(self, params: Any, *args: Any) -> Any:
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        of_floats, floats = of_some_leaves(
+            lambda p: self.fun(p, *args), (params,), is_differentiable_leaf
+        )
+        grads = iter(jax.grad(of_floats)(floats))
+        out = [next(grads) if is_differentiable_leaf(x) else None for x in leaves]
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    def __repr__(self) -> str:
+        return f"gradient of {fun_name(self.fun)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Bound:
+    """`fun(params, *args)` as a function of `params` alone."""
+
+    fun: Callable[..., Any]
+    args: tuple[Any, ...]
+
+    def __call__(self, params: Any) -> Any:
+        return self.fun(params, *self.args)
+
+    __hash__ = object.__hash__  # `args` may hold arrays
+
+
+def hessian_report(
+    fun: Callable[..., Any],
+    params: Any,
+    args: tuple[Any, ...],
+    *,
+    hvp: bool = False,
+    tangents: Any = None,
+    seed: int = 0,
+    modes: Sequence[str] = MODES,
+    **options: Any,
+) -> JacobianReport:
+    """The report of the Hessian (or one Hessian-vector product), without raising."""
+    name = f"Hessian of {fun_name(fun)}"
+    if hvp:
+        return jvp_report(
+            _Bound(Gradient(fun), args), (params,), None,
+            None if tangents is None else (tangents,), seed=seed, out_name="grad",
+            mode="hvp", name=name, **options,
+        )  # fmt: skip
+    return jacobian_check(
+        Gradient(fun), params, args, name=name, out_name="grad", in_name="params",
+        modes=check_modes(modes), **options,
+    )  # fmt: skip
+
+
+def check_hessian(
+    fun: Callable[..., Any],
+    params: Any,
+    *args: Any,
+    hvp: bool = False,
+    tangents: Any = None,
+    seed: int = 0,
+    modes: Sequence[str] = MODES,
+    method: str = "central",
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> JacobianReport:
+    """Checks the Hessian of a scalar `fun` against finite differences of its gradient.
+
+    Entry (i, j) of `jax.jacrev(jax.grad(fun))` and `jax.jacfwd(jax.grad(fun))` is
+    compared with (∇J(θ + h·eⱼ) − ∇J(θ − h·eⱼ))ᵢ / 2h, all perturbations batched.
+    So a `custom_jvp` or `custom_vjp` rule whose first derivative is right but
+    whose own derivative is wrong (a `stop_gradient` in the rule, a residual saved
+    without its dependence on θ) is caught, located as
+    `grad<path>[i] × params<path>[j]`. With `hvp=True` only H·v is checked, for a
+    tangent v (seeded random or `tangents`), against `jax.jvp` of the gradient:
+    two evaluations of the gradient instead of 2N, for large models.
+
+    Args:
+        fun: a function `fun(params, *args)` returning a real floating scalar.
+        params: a pytree of parameters; its floating leaves are differentiated.
+        *args: further arguments of `fun`, never perturbed.
+        hvp: check one Hessian-vector product instead of the whole Hessian.
+        tangents: with `hvp=True`, the vector v, a pytree like `params`.
+        seed: the seed of the random tangent.
+        modes: which of "rev" and "fwd" second derivatives to compare.
+        method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`;
+            the steps apply to `params`.
+
+    Returns:
+        The `JacobianReport` when every entry agrees.
+
+    Raises:
+        GradCheckError: when an entry differs; the message names it.
+        TypeError, ValueError: for invalid arguments.
+
+    Examples:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import jaxcheck
+        >>> @jax.custom_jvp
+        ... def sin(x):
+        ...     return jnp.sin(x)
+        >>> @sin.defjvp
+        ... def sin_jvp(p, t):  # right first derivative, its derivative lost
+        ...     return jnp.sin(p[0]), jnp.cos(jax.lax.stop_gradient(p[0])) * t[0]
+        >>> loss = lambda x: jnp.sum(sin(x))
+        >>> jaxcheck.check_grad(loss, jnp.array([0.5, 1.0])).ok
+        True
+        >>> jaxcheck.check_hessian(loss, jnp.array([0.5, 1.0]))
+        Traceback (most recent call last):
+        ...
+        jaxcheck.GradCheckError: ...
+        FAILED: 4 of 8 entries differ, ... worst grad[1] × params[1] (jacrev): ...
+    """
+    _validate.check_fun(fun)
+    if not isinstance(hvp, bool):
+        raise TypeError(f"`hvp` must be True or False, got {hvp!r}.")
+    if tangents is not None and not hvp:
+        raise ValueError("`tangents` is the vector of a Hessian-vector product: "
+                         "pass it with hvp=True.")  # fmt: skip
+    report = hessian_report(
+        fun, params, args, hvp=hvp, tangents=tangents, seed=seed, modes=modes,
+        method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
+        memory_budget=memory_budget,
+    )  # fmt: skip
+    return raise_if_failed(report)
