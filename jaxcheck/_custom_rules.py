@@ -18,10 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _validate
 from ._errors import GradCheckError
 from ._evaluate import DEFAULT_MEMORY_BUDGET
-from ._numerical_jacobian import of_some_leaves
+from ._numerical_jacobian import check_options, of_some_leaves
 from ._pytree import is_differentiable_leaf
 from ._report import GradCheckReport
 from ._vjp_jvp import (
@@ -176,8 +175,7 @@ def _passed(what: str, report: GradCheckReport) -> GradCheckReport:
 
 
 def _options(method, eps, atol, rtol, chunk_size, memory_budget) -> dict[str, Any]:
-    _validate.check_tolerance("atol", atol)
-    _validate.check_tolerance("rtol", rtol)
+    check_options(method, eps, atol, rtol, chunk_size, memory_budget)
     return dict(method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
                 memory_budget=memory_budget)  # fmt: skip
 

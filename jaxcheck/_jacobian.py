@@ -17,6 +17,7 @@ from ._jacobian_report import JacobianReport, jacobian_report
 from ._numerical_jacobian import (
     VectorFun,
     analytic_jacobian,
+    check_options,
     numeric_jacobian,
     output_leaves,
     output_shape,
@@ -117,8 +118,8 @@ def jacobian_check(
 ) -> JacobianReport:
     """The report of the Jacobian of `fun(params, *args)` with respect to the
     floating leaves of `params`; `jac()` gives a Jacobian to check instead."""
-    _validate.check_tolerance("atol", atol)
-    _validate.check_tolerance("rtol", rtol)
+    check_options(method, eps, atol, rtol, chunk_size, memory_budget)
+    _validate.check_not_traced(params, args)
     out_info = output_shape(fun, params, *args)
     outputs = output_leaves(out_info, f"`{name}`")
     if not outputs or sum(o.size for o in outputs) == 0:

@@ -109,6 +109,29 @@ class VectorFun:
         return getattr(self.fun, "__name__", repr(self.fun))
 
 
+def check_options(
+    method: Any = "central",
+    eps: Any = None,
+    atol: Any = None,
+    rtol: Any = None,
+    chunk_size: Any = None,
+    memory_budget: Any = DEFAULT_MEMORY_BUDGET,
+    *,
+    methods: tuple[str, ...] | None = tuple(_SIGNS),
+    **_: Any,
+) -> None:
+    """Validates the options shared with `check_grad`, before anything is traced;
+    `methods` are those allowed (None: all of `check_grad`'s)."""
+    if methods is None:
+        _validate.check_method(method)
+    else:
+        _validate.check_method(method, methods)
+    _validate.check_eps(eps)
+    _validate.check_tolerance("atol", atol)
+    _validate.check_tolerance("rtol", rtol)
+    _validate.check_chunking(chunk_size, memory_budget)
+
+
 def of_some_leaves(
     fun: Callable[..., Any], args: tuple[Any, ...], keep: Callable[[Any], bool]
 ) -> tuple[Callable[[list[Any]], Any], list[Any]]:
@@ -201,9 +224,7 @@ def numeric_jacobian(
 ) -> NumericJacobian:
     """Evaluates every ±h perturbation of every entry of `params`, block by block,
     and forms the differences of the flat output."""
-    _validate.check_method(method, tuple(_SIGNS))
-    _validate.check_eps(eps)
-    _validate.check_chunking(chunk_size, memory_budget)
+    check_options(method, eps, None, None, chunk_size, memory_budget)
     _validate.check_not_traced(params, args)
     tree = split(fun, realify(params), args)
     _validate.check_has_entries(tree)

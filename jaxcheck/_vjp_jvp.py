@@ -24,6 +24,7 @@ from ._jacobian import check_primals, fun_name, raise_if_failed
 from ._jacobian_report import JacobianReport, jacobian_report
 from ._numerical_jacobian import (
     VectorFun,
+    check_options,
     numeric_jacobian,
     of_some_leaves,
     output_leaves,
@@ -187,6 +188,8 @@ def check_like_primals(result: Any, primals: tuple[Any, ...], what: str) -> tupl
 
 def vjp_report(fun, primals, vjp_fn, cotangents, *, seed=0, **options):
     """The report of one VJP, without raising."""
+    check_options(**options, methods=None)
+    _validate.check_not_traced(primals, ())
     c = cotangents_for(fun, primals, cotangents, seed)
     grad = None
     if vjp_fn is not None:
@@ -350,9 +353,8 @@ def jvp_report(fun, primals, jvp_fn, tangents, *, seed=0, method="central",
                memory_budget=DEFAULT_MEMORY_BUDGET, out_name="out", mode="jvp",
                name=None) -> JacobianReport:  # fmt: skip
     """The report of one JVP, without raising."""
-    _validate.check_tolerance("atol", atol)
-    _validate.check_tolerance("rtol", rtol)
-    _validate.check_eps(eps)
+    check_options(method, eps, atol, rtol, chunk_size, memory_budget)
+    _validate.check_not_traced(primals, ())
     t = tangents_for(primals, tangents, seed)
     if not t or not sum(x.size for x in t):
         raise ValueError(

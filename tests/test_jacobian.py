@@ -203,3 +203,24 @@ def test_jvp_bad_arguments():
         jaxcheck.check_jvp(lambda n: n * 1.0, (jnp.arange(3),))
     with pytest.raises(TypeError, match="`seed`"):
         jaxcheck.check_jvp(jnp.sin, (X,), seed=0.5)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda f: jaxcheck.check_jacobian(f, X, method="bad"),
+        lambda f: jaxcheck.check_jvp(f, (X,), eps=-1.0),
+        lambda f: jaxcheck.check_vjp(f, (X,), atol=-1.0),
+        lambda f: jaxcheck.check_hessian(lambda x: jnp.sum(f(x)), X, chunk_size=0),
+    ],
+)
+def test_options_validated_before_tracing(call):
+    traced = []
+
+    def f(x):
+        traced.append(x)
+        return jnp.sin(x)
+
+    with pytest.raises(ValueError, match=r"`(method|eps|atol|chunk_size)`"):
+        call(f)
+    assert traced == []
