@@ -224,3 +224,9 @@ def test_options_validated_before_tracing(call):
     with pytest.raises(ValueError, match=r"`(method|eps|atol|chunk_size)`"):
         call(f)
     assert traced == []
+
+
+@pytest.mark.parametrize("method", ["forward", "backward"])
+def test_jacobian_in_small_padded_chunks(method):
+    report = jaxcheck.check_jacobian(two_outputs, X, W, chunk_size=5, method=method)
+    assert report.ok and report.num_entries == 2 * (12 + 1) * (12 + 9)
