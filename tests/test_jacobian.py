@@ -230,3 +230,16 @@ def test_options_validated_before_tracing(call):
 def test_jacobian_in_small_padded_chunks(method):
     report = jaxcheck.check_jacobian(two_outputs, X, W, chunk_size=5, method=method)
     assert report.ok and report.num_entries == 2 * (12 + 1) * (12 + 9)
+
+
+def test_second_check_reuses_compiled_programs():
+    traces = []
+
+    def f(x, w):
+        traces.append(1)
+        return {"y": jnp.tanh(x @ w)}
+
+    jaxcheck.check_jacobian(f, X, W)
+    first = len(traces)
+    jaxcheck.check_jacobian(f, X + 1.0, W)
+    assert len(traces) - first == 1  # the shape probe; no batched program retraced
