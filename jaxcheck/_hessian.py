@@ -21,7 +21,7 @@ from ._evaluate import DEFAULT_MEMORY_BUDGET
 from ._jacobian import MODES, check_modes, fun_name, jacobian_check, raise_if_failed
 from ._jacobian_report import JacobianReport
 from ._numerical_jacobian import of_some_leaves
-from ._pytree import is_differentiable_leaf
+from ._pytree import is_differentiable_leaf, split
 from ._vjp_jvp import jvp_report
 
 
@@ -70,6 +70,10 @@ def hessian_report(
     **options: Any,
 ) -> JacobianReport:
     """The report of the Hessian (or one Hessian-vector product), without raising."""
+    _validate.check_fun(fun)
+    # The Hessian is that of the floating entries of `params`: say so early if
+    # there are none, rather than finding an empty gradient later.
+    _validate.check_has_entries(split(fun, params, args))
     name = f"Hessian of {fun_name(fun)}"
     if hvp:
         return jvp_report(

@@ -151,7 +151,11 @@ def of_some_leaves(
 
 def output_shape(fun: Callable[..., Any], *args: Any) -> Any:
     """`jax.eval_shape(fun, *args)` with non-array leaves (strings, ints) static."""
-    return jax.eval_shape(*of_some_leaves(fun, args, _is_array_leaf))
+    try:
+        return jax.eval_shape(*of_some_leaves(fun, args, _is_array_leaf))
+    except Exception as error:
+        error.add_note("jaxcheck: raised by `fun` while its output shape was traced.")
+        raise
 
 
 @dataclasses.dataclass(frozen=True)
