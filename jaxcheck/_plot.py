@@ -173,7 +173,11 @@ def draw(report: GradCheckReport, *, max_leaves: int = 12) -> Any:
         colourbar = figure.colorbar(
             image, ax=figure.axes[: len(shown)], shrink=0.8, extend="both"
         )
-        colourbar.set_label("log10(abs err / tolerance): > 0 fails", fontsize=8)
+        colourbar.set_label(
+            "log10(abs err / tolerance): > 0 fails\n"
+            "× failing entry   ○ kink (valid subgradient)",
+            fontsize=8,
+        )
         colourbar.ax.tick_params(labelsize=7)
     hidden = len([s for s in report.leaves if s.size]) - len(shown)
     title = report.verdict() + (

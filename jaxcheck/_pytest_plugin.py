@@ -7,7 +7,7 @@ costs nothing in a test suite that does not use it.
 
 Command line (overrides the ini file) and ini settings:
 
-| command line | ini (`[tool.pytest.ini_options]`) | meaning |
+| command line | ini | meaning |
 |---|---|---|
 | `--jaxcheck-x64` | `jaxcheck_x64 = true` | `jax_enable_x64` before collection |
 | `--jaxcheck-rtol R` | `jaxcheck_rtol = R` | default `rtol` of `gradcheck` |
@@ -15,10 +15,13 @@ Command line (overrides the ini file) and ini settings:
 | `--jaxcheck-eps H` | `jaxcheck_eps = H` | default `eps` (one step for all) |
 | `--jaxcheck-method M` | `jaxcheck_method = M` | central, forward or backward |
 | `--jaxcheck-slow` | `jaxcheck_slow = true` | run tests marked `slow_gradcheck` |
+| `--jaxcheck-report-dir D` | `jaxcheck_report_dir = D` | failed reports as JSON, PNG |
 """
 
 from __future__ import annotations
 
+import pathlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +66,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "jaxcheck_slow", f"run the tests marked {MARKER}", type="bool", default=False
+    )
+    group.addoption(
+        "--jaxcheck-report-dir",
+        default=None,
+        metavar="DIR",
+        help="write the report of each failed gradcheck to DIR as JSON and PNG",
+    )
+    parser.addini(
+        "jaxcheck_report_dir", "directory for reports of failed checks", default=""
     )
 
 
@@ -131,8 +143,15 @@ class GradCheck:
     report without failing. Keyword options override the defaults in `options`.
     """
 
-    def __init__(self, options: dict[str, Any]):
+    def __init__(
+        self,
+        options: dict[str, Any],
+        report_dir: pathlib.Path | None = None,
+        name: str = "gradcheck",
+    ):
         self.options = dict(options)
+        self.report_dir = report_dir
+        self.name = re.sub(r"[^\w.-]+", "_", name).strip("_")
 
     def report(
         self, fun: Callable[..., Any], params: Any, *args: Any, **options: Any
@@ -149,8 +168,23 @@ class GradCheck:
 
         report = self.report(fun, params, *args, **options)
         if not report.ok:
-            raise GradCheckError(str(report))
+            raise GradCheckError(str(report) + self._save(report))
         return report
+
+    def _save(self, report: Any) -> str:
+        """Writes `report` to the report directory; says where, for the message."""
+        if self.report_dir is None:
+            return ""
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        json_path = self.report_dir / f"{self.name}.json"
+        json_path.write_text(report.to_json() + "\n")
+        saved = [json_path.name]
+        try:
+            report.plot(self.report_dir / f"{self.name}.png")
+            saved.append(f"{self.name}.png")
+        except ImportError:
+            saved.append("no PNG: matplotlib is not installed")
+        return f"\nReport saved in {self.report_dir}: {', '.join(saved)}"
 
 
 @pytest.fixture
@@ -158,6 +192,14 @@ def gradcheck(request: pytest.FixtureRequest) -> GradCheck:
     """Checks a gradient entry by entry and fails the test with a located report.
 
     Defaults come from `--jaxcheck-rtol/atol/eps/method` or the matching
-    `jaxcheck_*` ini options; keyword arguments override them per call.
+    `jaxcheck_*` ini options; keyword arguments override them per call. With
+    `--jaxcheck-report-dir`, a failed check also writes its report there, named
+    after the test, as JSON and (with matplotlib) PNG; a relative DIR is taken
+    from the rootdir.
     """
-    return GradCheck(request.config.stash[_OPTIONS])
+    directory = _setting(request.config, "report_dir")
+    return GradCheck(
+        request.config.stash[_OPTIONS],
+        pathlib.Path(request.config.rootpath, directory) if directory else None,
+        request.node.nodeid,
+    )

@@ -127,6 +127,20 @@ def test_kinks_are_ringed_not_crossed():
     assert ringed == [[1, 0]]
 
 
+def test_kinks_of_a_real_report_are_ringed():
+    w = jnp.linspace(-1.0, 1.0, 12).reshape(3, 4).at[1, 2].set(0.0)
+
+    def relu_loss(w):
+        return jnp.sum(jax.nn.relu(w))
+
+    grad = jax.grad(relu_loss)(w).at[2, 0].add(0.5)
+    report = jaxcheck.check_grad(relu_loss, w, grad=grad)
+    [ax] = [ax for ax in _plot.draw(report).axes if ax.images]
+    crossed, ringed = (c.get_offsets().tolist() for c in ax.collections)
+    assert crossed == [[0, 2]]  # entry [2, 0]
+    assert ringed == [[2, 1]]  # (column, row) of entry [1, 2]
+
+
 def test_max_leaves_keeps_the_worst_and_every_bar(transposed):
     figure = _plot.draw(transposed, max_leaves=1)
     assert list(_images(figure)) == ["['w']"]

@@ -2,6 +2,7 @@
 its defaults from the ini file and the command line, the located report in the
 output of a failed test, the slow-check marker, x64, and the entry point."""
 
+import json
 import pathlib
 import tomllib
 
@@ -68,6 +69,33 @@ def test_fixture_passes_a_right_gradient_and_locates_a_wrong_one(pytester):
     result.stdout.fnmatch_lines([line.replace("[", "[[]") for line in lines])
     # The fixture's own frames are hidden: the failure points at the test line.
     result.stdout.no_fnmatch_line("*_pytest_plugin.py*")
+
+
+def test_report_dir_keeps_json_and_png_of_failed_checks(pytester):
+    pytester.makepyfile(
+        model=MODEL,
+        test_model="""
+        from model import PARAMS, X, buggy_loss, loss
+
+        def test_right(gradcheck):
+            gradcheck(loss, PARAMS, X)
+
+        def test_wrong(gradcheck):
+            gradcheck(buggy_loss, PARAMS, X)
+        """,
+    )
+    result = pytester.runpytest(*PLUGIN, "--jaxcheck-report-dir=reports")
+    result.assert_outcomes(passed=1, failed=1)
+    reports = pytester.path / "reports"
+    assert sorted(p.name for p in reports.iterdir()) == [
+        "test_model.py_test_wrong.json",
+        "test_model.py_test_wrong.png",
+    ]
+    data = json.loads((reports / "test_model.py_test_wrong.json").read_text())
+    assert data["worst"][0]["location"].startswith("['layers'][1]['w'][")
+    result.stdout.fnmatch_lines(
+        [f"E *Report saved in {reports}: test_model.py_test_wrong.json, *.png"]
+    )
 
 
 def _expect_options(pytester, expected):
