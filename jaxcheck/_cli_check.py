@@ -31,6 +31,7 @@ class UsageError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ._check import check_grad
+    from ._steps import METHODS
 
     parser.add_argument(
         "target",
@@ -38,9 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="package.module:factory or path/to/file.py:factory; the factory "
         "returns (fun, params, *args) or a dict with fun, params, args",
     )
-    parser.add_argument(
-        "--method", choices=("central", "forward", "backward"), default=None
-    )
+    parser.add_argument("--method", choices=METHODS, default=None)
     if "mode" in inspect.signature(check_grad).parameters:
         parser.add_argument("--mode", default=None, help="see `check_grad`'s `mode`")
     parser.add_argument("--eps", type=float, default=None, help="one absolute step")

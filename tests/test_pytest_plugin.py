@@ -138,7 +138,7 @@ def test_defaults_come_from_the_ini_file_and_the_command_line(pytester):
     "ini, message",
     [
         ("jaxcheck_rtol = tight", "`jaxcheck_rtol` must be a number, got 'tight'"),
-        ("jaxcheck_method = sideways", "`jaxcheck_method` must be one of central"),
+        ("jaxcheck_method = sideways", "`jaxcheck_method` must be one of central,"),
     ],
 )
 def test_bad_ini_value_is_a_usage_error(pytester, ini, message):
