@@ -285,6 +285,7 @@ def assert_grad(fun: Callable[..., Any], params: Any, *args: Any, **options: Any
         ...
         FAILED: 2 of 3 entries differ, in ['w']; worst ['w'][2]: ...
     """
+    __tracebackhide__ = True  # pytest shows the failure at the caller's line
     report = check_grad(fun, params, *args, **options)
     if not report.ok:
         raise GradCheckError(str(report))
