@@ -1,6 +1,7 @@
 """`check_custom_vjp` and `check_custom_jvp`: correct rules pass; each planted bug
 is caught by the check that names it."""
 
+import functools
 import re
 
 import jax
@@ -120,3 +121,29 @@ def test_wrong_jvp_output_structure_is_named():
 def test_custom_jvp_bad_arguments():
     with pytest.raises(TypeError, match="@jax.custom_jvp"):
         jaxcheck.check_custom_jvp(rules.dense, X)
+
+
+def test_bwd_structure_is_named():
+    @jax.custom_vjp
+    def double(p):
+        return {"y": 2 * p["w"]}
+
+    double.defvjp(lambda p: (double(p), None), lambda _, g: ({"v": 2 * g["y"]},))
+    with pytest.raises(GradCheckError, match=re.escape("rule[0] has the structure")):
+        jaxcheck.check_custom_vjp(double, {"w": jnp.ones(2)})
+
+
+def test_custom_jvp_nondiff_argnums():
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+    def power(n, x):
+        return x**n
+
+    @power.defjvp
+    def _(n, primals, tangents):
+        (x,), (t,) = primals, tangents
+        return x**n, n * x ** (n - 1) * t
+
+    reports = jaxcheck.check_custom_jvp(
+        power, 3, jnp.linspace(0.5, 1.5, 3), num_tangents=1
+    )
+    assert all(r.ok for r in reports.values())
