@@ -1,10 +1,13 @@
 """`jaxcheck bench`: `check_grad` against the checks a user would otherwise run.
 
 Every method checks the same float64 tanh MLP (layer sizes [16, h, h, h, 4], batch
-32). Each is timed twice per repeat: a first call right after `jax.clear_caches()`
-(compilation included), which a test suite pays, and a repeated call (run only),
-which an interactive session mostly pays. `--memory` instead runs one large check
-in a child process and samples its resident memory.
+32): `check_grad` in its full, fast and sample modes, a per-parameter jitted loop,
+`jax.test_util.check_grads` and, when torch is installed, `torch.autograd.gradcheck`
+(slow and `fast_mode`, see `_bench_torch`). Each JAX method is timed twice per
+repeat: a first call right after `jax.clear_caches()` (compilation included), which
+a test suite pays, and a repeated call (run only), which an interactive session
+mostly pays. `--memory` instead runs one large check in a child process and samples
+its resident memory (see `_bench_memory`); `--plot` draws time against N.
 """
 
 from __future__ import annotations
@@ -15,9 +18,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,10 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from ._bench_torch import import_torch, torch_gradcheck
+
 LOOP_STEP = 2.0**-17  # the loop's finite-difference step, exact in binary
 MEMORY_BUDGET = 1 << 30
 _IN, _OUT, _BATCH = 16, 4, 32
-_MiB = 1 << 20
 
 
 def n_params(h: int) -> int:
@@ -83,10 +84,14 @@ def _first_and_repeated(make: Callable[[], Callable[[], bool]]) -> dict:
     jax.clear_caches()
     start = time.perf_counter()
     check = make()
-    ok1 = check()
+    out1 = check()
     first = time.perf_counter() - start
-    second, ok2 = _timed(check)
-    return {"first": first, "second": second, "ok": bool(ok1 and ok2)}
+    second, out2 = _timed(check)
+    ok = all(getattr(out, "ok", out) for out in (out1, out2))
+    result = {"first": first, "second": second, "ok": bool(ok)}
+    if hasattr(out1, "compile_seconds"):  # a report: its own compile time
+        result["compile"] = out1.compile_seconds
+    return result
 
 
 class _Loop:
@@ -127,27 +132,10 @@ def _check_grads(params: list[dict], x: jax.Array, y: jax.Array) -> bool:
     return True
 
 
-def _torch_gradcheck(torch: Any, model: tuple, fast: bool) -> bool:
-    """`torch.autograd.gradcheck` (slow or fast mode) on the same float64 MLP."""
-    linear = torch.nn.functional.linear  # takes weights as (out, in): hence w.t()
-    params, x, y = model
-    xt, yt = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
-    flat = tuple(
-        torch.tensor(layer[k], dtype=torch.float64, requires_grad=True)
-        for layer in params
-        for k in ("w", "b")
-    )
-
-    def loss(*ws: Any) -> Any:
-        hidden = xt
-        for k in range(0, len(ws) - 2, 2):
-            hidden = torch.tanh(linear(hidden, ws[k].t(), ws[k + 1]))
-        out = linear(hidden, ws[-2].t(), ws[-1])
-        return 0.5 * ((out - yt) ** 2).sum(-1).mean()
-
-    return bool(
-        torch.autograd.gradcheck(loss, flat, fast_mode=fast, raise_exception=False)
-    )
+def _once(check: Callable[[], bool]) -> dict:
+    """Times one call of a check that compiles nothing (torch): its only cost."""
+    seconds, ok = _timed(check)
+    return {"time": seconds, "ok": bool(ok)}
 
 
 def _measure(h: int, args: argparse.Namespace, torch: Any) -> dict:
@@ -158,23 +146,34 @@ def _measure(h: int, args: argparse.Namespace, torch: Any) -> dict:
     params, x, y = jax.tree.map(jnp.asarray, model)
     n = n_params(h)
     methods: dict[str, Any] = {
-        "jaxcheck": lambda: lambda: check_grad(mlp_loss, params, x, y).ok,
+        "jaxcheck": lambda: lambda: check_grad(mlp_loss, params, x, y),
         "loop": lambda: _Loop(params, x, y),
         "check_grads": lambda: lambda: _check_grads(params, x, y),
     }
+    for mode in ("fast", "sample"):
+        if mode in args.modes:
+            methods[mode] = lambda m=mode: (
+                lambda: check_grad(mlp_loss, params, x, y, mode=m)
+            )
+    if "full" not in args.modes:
+        methods["jaxcheck"] = "not in --modes"
     if n > args.max_loop_params:
         methods["loop"] = f"N > --max-loop-params {args.max_loop_params:g}"
+    timed_once = {}
     if torch is not None:
-        methods["torch_slow"] = lambda: lambda: _torch_gradcheck(torch, model, False)
-        methods["torch_fast"] = lambda: lambda: _torch_gradcheck(torch, model, True)
+        timed_once["torch_slow"] = lambda: torch_gradcheck(torch, model, False)
+        timed_once["torch_fast"] = lambda: torch_gradcheck(torch, model, True)
         if n > args.max_torch_params:
-            methods["torch_slow"] = f"N > --max-torch-params {args.max_torch_params:g}"
+            timed_once["torch_slow"] = (
+                f"N > --max-torch-params {args.max_torch_params:g}"
+            )
     result: dict[str, Any] = {"N": n, "h": h}
-    for name, make in methods.items():
+    for name, make in [*methods.items(), *timed_once.items()]:
         if isinstance(make, str):
             result[name] = {"skipped": make}
             continue
-        runs = [_first_and_repeated(make) for _ in range(args.repeats)]
+        measure = _once if name in timed_once else _first_and_repeated
+        runs = [measure(make) for _ in range(args.repeats)]
         result[name] = {key: [run[key] for run in runs] for key in runs[0]}
     forward = jax.jit(mlp_loss)
     forward(params, x, y).block_until_ready()
@@ -192,17 +191,22 @@ _HEAD = (
 )
 
 
-def _table(results: list[dict], with_torch: bool) -> str:
+def _table(results: list[dict], with_torch: bool, modes: list[str]) -> str:
     """The markdown table of medians, one row per model size."""
     med, fmt = statistics.median, "{:.3g}".format
     head = _HEAD.split("|")
-    head += ["torch gradcheck s", "torch fast_mode s"] if with_torch else []
-    head += ["jaxcheck evals/s", "forward+loss s"]
+    extra = [m for m in ("fast", "sample") if m in modes]
+    head += [f"{m} first s" for m in extra]
+    if with_torch:
+        head += ["torch gradcheck s", "torch fast_mode s", "torch/jaxcheck first"]
+    head += ["jaxcheck evals/s", "forward+loss s", "evals/s ÷ forwards/s"]
     rows = [head, ["---"] * len(head)]
     for r in results:
         jc = r["jaxcheck"]
+        if "skipped" in jc:  # --modes without full: only the other columns
+            jc = {"first": [math.nan], "second": [math.nan]}
         first, run = med(jc["first"]), med(jc["second"])
-        compile_s = med(a - b for a, b in zip(jc["first"], jc["second"], strict=True))
+        compile_s = med(jc.get("compile", [math.nan]))
         row = [str(r["N"]), str(r["h"]), fmt(compile_s), fmt(run)]
         if "skipped" in r["loop"]:
             row += ["skipped"] * 4
@@ -210,12 +214,19 @@ def _table(results: list[dict], with_torch: bool) -> str:
             lf, lr = med(r["loop"]["first"]), med(r["loop"]["second"])
             row += [fmt(lf), fmt(lr), fmt(lf / first) + "×", fmt(lr / run) + "×"]
         row += [fmt(med(r["check_grads"][k])) for k in ("first", "second")]
-        if with_torch:  # torch compiles nothing: its repeated call is its cost
+        row += [fmt(med(r[m]["first"])) for m in extra]
+        if with_torch:
+            slow, fast = r["torch_slow"], r["torch_fast"]
             row += [
-                "skipped" if "skipped" in r[k] else fmt(med(r[k]["second"]))
-                for k in ("torch_slow", "torch_fast")
+                "skipped" if "skipped" in slow else fmt(med(slow["time"])),
+                fmt(med(fast["time"])),
+                "skipped"
+                if "skipped" in slow
+                else fmt(med(slow["time"]) / first) + "×",
             ]
-        rows.append(row + [fmt(2 * r["N"] / run), fmt(med(r["forward"]))])
+        forward = med(r["forward"])
+        rate = 2 * r["N"] / run
+        rows.append(row + [fmt(rate), fmt(forward), fmt(rate * forward) + "×"])
     return "\n".join("| " + " | ".join(cells) + " |" for cells in rows)
 
 
@@ -237,102 +248,6 @@ def _machine() -> dict:
         "device": f"{device} ({device.device_kind})",
         "load_average": os.getloadavg(),  # were other processes competing?
     }
-
-
-_CHILD = """
-import resource, sys
-import jax
-jax.config.update("jax_enable_x64", True)
-import jax.numpy as jnp
-from jaxcheck._bench import build_model, mlp_loss
-params, x, y = jax.tree.map(jnp.asarray, build_model(int(sys.argv[1])))
-if sys.argv[2] == "check":
-    import jaxcheck
-    ok = jaxcheck.check_grad(mlp_loss, params, x, y, memory_budget=int(sys.argv[3])).ok
-    print("finished", ok)
-else:
-    jax.jit(mlp_loss)(params, x, y).block_until_ready()
-print("maxrss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
-
-
-def _rss_kib(pid: int) -> int:
-    """The larger of a process's current and peak resident set (KiB), 0 if gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            fields = dict(ln.split(":", 1) for ln in f if ":" in ln)
-    except OSError:
-        return 0
-    return max(int(fields.get(k, "0 kB").split()[0]) for k in ("VmRSS", "VmHWM"))
-
-
-def _sample_child(argv: list[str], seconds: float) -> dict:
-    """Runs `_CHILD` with `argv`, samples its RSS every 0.1 s, kills it at the limit."""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    # Files, not pipes: a full pipe would stall the child and skew what we measure.
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        cmd = [sys.executable, "-c", _CHILD, *argv]
-        child = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
-        start, peak, stopped, trace = time.monotonic(), 0, False, []
-        while child.poll() is None:
-            trace.append((round(time.monotonic() - start, 1), _rss_kib(child.pid)))
-            peak = max(peak, trace[-1][1])
-            if time.monotonic() - start >= seconds:
-                child.kill()
-                stopped = True
-                break
-            time.sleep(0.1)
-        child.wait()
-        elapsed = time.monotonic() - start
-        out.seek(0), err.seek(0)
-        lines = dict(ln.split(" ", 1) for ln in out.read().splitlines() if " " in ln)
-        if not stopped and child.returncode != 0:
-            raise RuntimeError(f"the memory child failed:\n{err.read()[-2000:]}")
-    peak = max(peak, int(lines.get("maxrss_kib", 0)))  # catches a peak at exit
-    return {
-        "peak_rss_bytes": peak * 1024,
-        "seconds": elapsed,
-        "stopped": stopped,
-        "ok": lines.get("finished"),
-        "rss_trace_kib": trace,  # (seconds, KiB) every 0.1 s
-    }
-
-
-def _memory(args: argparse.Namespace) -> dict:
-    """Peak RSS of a large `check_grad` (stopped at the limit) and of a baseline."""
-    h = width_for(args.memory_params)
-    n = n_params(h)
-    model = f"model {8 * n:,} bytes ({8 * n / _MiB:.1f} MiB)"
-    budget = f"memory_budget {MEMORY_BUDGET:,} bytes ({MEMORY_BUDGET / _MiB:.0f} MiB)"
-    print(f"memory: check_grad, float64 MLP h={h}, N={n:,}, {model}, {budget}\n")
-    sys.stdout.flush()  # the children take a minute
-    baseline = _sample_child([str(h), "baseline"], 600)
-    check = _sample_child([str(h), "check", str(MEMORY_BUDGET)], args.memory_seconds)
-    if check["stopped"]:
-        print(
-            f"The check was STOPPED after the {args.memory_seconds:g} s limit, "
-            f"unfinished: checking all {n:,} entries takes far longer (hours for 1e6 "
-            "on a CPU).\nWhat this shows is that memory stays bounded while it runs."
-        )
-    else:
-        print(f"The check finished in {check['seconds']:.1f} s, ok={check['ok']}.")
-    peak, base = check["peak_rss_bytes"] / _MiB, baseline["peak_rss_bytes"] / _MiB
-    shown, mark = [], 10.0  # RSS at 10, 20, 30 s...: bounded, not growing
-    for t, kib in check["rss_trace_kib"]:
-        if t >= mark:
-            shown.append(f"{kib / 1024:.0f}")
-            mark += 10
-    if shown:
-        print(f"RSS of the check at 10, 20, ... s, MiB: {', '.join(shown)}")
-    print(
-        f"peak RSS while checking: {peak:.0f} MiB\npeak RSS of the baseline "
-        f"(python, import jax, model built, one jitted loss): {base:.0f} MiB\n"
-        f"difference: {peak - base:.0f} MiB; {model}; {budget}"
-    )
-    sizes = dict(h=h, N=n, model_bytes=8 * n, memory_budget=MEMORY_BUDGET)
-    return dict(sizes, limit_s=args.memory_seconds, check=check, baseline=baseline)
 
 
 def _positive(integer: bool) -> Callable[[str], float]:
@@ -369,6 +284,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             flag, metavar=metavar, type=kind, default=default, nargs=nargs, help=text
         )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("full", "fast", "sample"),
+        default=["full", "fast", "sample"],
+        help="check_grad modes to time (default: all three)",
+    )
+    parser.add_argument("--plot", metavar="PATH", help="write a log-log plot (PNG)")
     parser.add_argument("--json", metavar="PATH", help="write all measurements")
     parser.add_argument("--memory", action="store_true", help="measure memory instead")
 
@@ -391,12 +314,11 @@ def run(args: argparse.Namespace) -> int:
     record: dict[str, Any] = {"machine": m, "args": vars(args)}
     failed = []
     if args.memory:
-        record["memory"] = _memory(args)
+        from ._bench_memory import measure_memory
+
+        record["memory"] = measure_memory(args)
     else:
-        try:
-            import torch
-        except ImportError:
-            torch = None
+        torch = import_torch()
         about = "not installed; its columns are left out"
         if torch is not None:
             about = f"{torch.__version__}, {torch.get_num_threads()} threads"
@@ -408,15 +330,25 @@ def run(args: argparse.Namespace) -> int:
             f"medians of {args.repeats} repeat(s)\n",
             flush=True,
         )
-        # Warm up once so the first method timed does not pay JAX's start-up.
+        # Warm up once so the first method timed does not pay JAX's (or torch's)
+        # start-up.
         jax.jit(lambda a: a + 1)(jnp.ones(3)).block_until_ready()
+        if torch is not None:
+            torch_gradcheck(torch, build_model(1), False)
         record["results"] = results = [_measure(h, args, torch) for h in widths]
-        print(_table(results, torch is not None))
+        print(_table(results, torch is not None, args.modes))
         print(
-            "\ncompile = first call (right after jax.clear_caches()) − repeated call"
-            " (below 0 when run-to-run noise exceeds it);"
+            "\ncompile = time the first call (right after jax.clear_caches()) spent"
+            " tracing and compiling, from its report (report.compile_seconds);"
             "\nratios are loop median / jaxcheck median, first calls with compile;"
-            "\nevals/s = 2N / jaxcheck run s; forward+loss = one jitted evaluation."
+            "\nevals/s = 2N / jaxcheck run s; forward+loss = one jitted evaluation;"
+            "\nevals/s ÷ forwards/s: perturbed evaluations per second over single"
+            " forward passes per second (above 1× thanks to batching);"
+            "\nfast/sample first = mode='fast' / mode='sample' (16 entries per leaf),"
+            " first call, compile included;"
+            "\ntorch gradcheck (every entry) and fast_mode (one random projection) "
+            "compile nothing: one call each; torch/jaxcheck first = torch gradcheck"
+            " / jaxcheck first call (compile included)."
             "\n† jax.test_util.check_grads checks one random direction (a single "
             "directional derivative), not every entry.\nload average at the end: "
             + ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -430,6 +362,11 @@ def run(args: argparse.Namespace) -> int:
         ]
         if failed:
             print("\nWRONG VERDICT on a correct gradient: " + ", ".join(failed))
+        if args.plot:
+            from ._bench_plot import plot_times
+
+            plot_times(results, args.plot)
+            print(f"plot written to {args.plot}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1, default=str)

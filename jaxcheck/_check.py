@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -11,14 +11,18 @@ import numpy as np
 
 from . import _validate
 from ._argnums import check_order, select
+from ._directional import DEFAULT_PROBES, probe_leaves
 from ._errors import GradCheckError
 from ._evaluate import DEFAULT_MEMORY_BUDGET, value_and_grad
 from ._numerical import Prepared, base_value_of, prepare
-from ._refine import judge
-from ._shadow import numerical_side
-from ._steps import NOISE_FACTOR
+from ._progress import tracking
 from ._pytree import SplitTree, format_path
+from ._refine import judge
 from ._report import GradCheckReport
+from ._sampling import DEFAULT_SAMPLES, sampled_entries, suspect_entries
+from ._shadow import numerical_side
+from ._sharding import sharded_over
+from ._steps import NOISE_FACTOR
 
 
 def _fun_name(fun: Callable[..., Any]) -> str:
@@ -117,6 +121,37 @@ def _analytic(
     return value, _given_gradient_leaves(grad, params, tree)
 
 
+def _entries_to_compare(
+    mode: str,
+    prepared: Prepared,
+    analytic: np.ndarray,
+    samples: int,
+    seed: int,
+    atol: float | None,
+    rtol: float | None,
+    chunk_size: int | None,
+    memory_budget: int,
+) -> tuple[np.ndarray | None, list[str] | None, list[Any] | None]:
+    """The entries compared one by one (None: all), how each leaf was checked
+    and fast mode's probes per leaf."""
+    leaves = prepared.tree.leaves
+    if mode == "sample":
+        return (*sampled_entries(leaves, samples, seed), None)
+    if mode == "full":
+        return None, None, None
+    verdicts = probe_leaves(
+        prepared,
+        analytic,
+        probes=DEFAULT_PROBES,
+        seed=seed,
+        atol=atol,
+        rtol=rtol,
+        chunk_size=chunk_size,
+        memory_budget=memory_budget,
+    )
+    return (*suspect_entries(leaves, verdicts), [v.probes for v in verdicts])
+
+
 def check_grad(
     fun: Callable[..., Any],
     params: Any,
@@ -133,6 +168,11 @@ def check_grad(
     argnums: int | tuple[int, ...] = 0,
     has_aux: bool = False,
     order: int = 1,
+    mode: str = "full",
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    progress: bool | Callable[[int, int], Any] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> GradCheckReport:
     """Compares the gradient of a scalar `fun` with finite differences, entry by entry.
 
@@ -186,9 +226,29 @@ def check_grad(
         order: 1 (default) checks the gradient; 2 checks the Hessian, the
             Jacobian of `jax.grad(fun)`, as `check_hessian` does (a report with
             entries located as `grad<path>[i] × params<path>[j]`).
+        mode: "full" (default) compares every entry. "fast" first compares, per
+            leaf, 3 directional derivatives along seeded random directions (six
+            evaluations of `fun` per leaf), then checks entry by entry only the
+            leaves whose probes disagree, which locates the wrong entries.
+            "sample" compares `samples` seeded random entries of every leaf.
+        samples: entries per leaf with mode="sample" (default 16; all entries of
+            a smaller leaf).
+        seed: seeds the random directions and entries; leaf L draws from
+            `numpy.random.default_rng((seed, offset of L in θ))`.
+        progress: None (default) shows a tqdm bar on stderr when stderr is a
+            terminal, tqdm is installed and the check looks longer than about
+            2 s; True always shows it (needs tqdm); False never; a callable is
+            called as progress(done, total) after each chunk, with the perturbed
+            evaluations done and announced so far.
+        devices: the devices that share each batch of perturbed evaluations
+            (a `Mesh` over them, the batch split with a `NamedSharding`). None
+            (default) uses all local devices when there is more than one; pass
+            `[jax.devices()[0]]` to stay on one device.
 
     Returns:
-        A `GradCheckReport`: `.ok`, `.rel_diff`, `.leaves` (a summary per leaf),
+        A `GradCheckReport`: `.ok`, `.rel_diff`, `.leaves` (a summary per leaf,
+        whose `.checked` says how the leaf was checked), `.seconds` and
+        `.compile_seconds` (time spent tracing and compiling),
         `.worst(k)`, `str(report)` and `.to_dict()`.
 
     Raises:
@@ -208,6 +268,9 @@ def check_grad(
         >>> bad = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}  # a wrong gradient
         >>> jaxcheck.check_grad(loss, params, jnp.ones((4, 3)), grad=bad).ok
         False
+        >>> fast = jaxcheck.check_grad(loss, params, jnp.ones((4, 3)), mode="fast")
+        >>> [leaf.checked for leaf in fast.leaves]
+        ['3 directions', '3 directions']
     """
     fun, params, args, grad = select(fun, params, args, grad, argnums, has_aux)
     if check_order(order, grad) == 2:
@@ -221,45 +284,71 @@ def check_grad(
     _validate.check_tolerance("rtol", rtol)
     _validate.check_tolerance("nondet_tol", nondet_tol)
     _validate.check_flag("shadow", shadow)
-    prepared = prepare(
-        fun,
-        params,
-        args,
-        method=method,
-        eps=eps,
-        chunk_size=chunk_size,
-        memory_budget=memory_budget,
-    )
-    tree = prepared.tree
-    base_value, analytic_leaves = _analytic(grad, prepared, params, args)
-    dtype = np.complex128 if any(x.dtype.kind == "c" for x in tree.leaves) else np.float64
-    analytic = np.concatenate([x.reshape(-1).astype(dtype) for x in analytic_leaves])
-    with numerical_side(prepared, base_value, shadow, method) as (numerical, note):
-        judged = judge(
-            numerical,
-            analytic,
+    _validate.check_mode(mode, samples, seed)
+    _validate.check_progress(progress)
+    _validate.check_devices(devices)
+    with tracking(progress) as tracker, sharded_over(devices):
+        prepared = prepare(
+            fun,
+            params,
+            args,
             method=method,
             eps=eps,
-            atol=atol,
-            rtol=rtol,
             chunk_size=chunk_size,
             memory_budget=memory_budget,
-            leaves=tree.leaves,
         )
-    if nondet_tol is None:
-        nondet_tol = NOISE_FACTOR * float(jnp.finfo(numerical.out_dtype).eps)
-        nondet_tol *= abs(base_value)
-    return GradCheckReport(
-        fun_name=_fun_name(fun),
-        method=method,
-        leaves=tree.leaves,
-        skipped=tree.skipped,
-        comparison=judged.comparison,
-        steps=judged.steps,
-        spread=judged.spread,
-        nondet_tol=nondet_tol,
-        note=note,
-    )
+        tree = prepared.tree
+        base_value, analytic_leaves = _analytic(grad, prepared, params, args)
+        is_complex = any(x.dtype.kind == "c" for x in tree.leaves)
+        dtype = np.complex128 if is_complex else np.float64
+        analytic = np.concatenate(
+            [x.reshape(-1).astype(dtype) for x in analytic_leaves]
+        )
+        entries, checked, probes = _entries_to_compare(
+            mode,
+            prepared,
+            analytic,
+            samples,
+            seed,
+            atol,
+            rtol,
+            chunk_size,
+            memory_budget,
+        )
+        with numerical_side(prepared, base_value, shadow, method) as (numerical, note):
+            judged = judge(
+                numerical,
+                analytic,
+                method=method,
+                eps=eps,
+                atol=atol,
+                rtol=rtol,
+                chunk_size=chunk_size,
+                memory_budget=memory_budget,
+                leaves=tree.leaves,
+                entries=entries,
+            )
+        if nondet_tol is None:
+            nondet_tol = NOISE_FACTOR * float(jnp.finfo(numerical.out_dtype).eps)
+            nondet_tol *= abs(base_value)
+        report = GradCheckReport(
+            fun_name=_fun_name(fun),
+            method=method,
+            leaves=tree.leaves,
+            skipped=tree.skipped,
+            comparison=judged.comparison,
+            steps=judged.steps,
+            spread=judged.spread,
+            nondet_tol=nondet_tol,
+            note=note,
+            mode=mode,
+            entries=entries,
+            checked=checked,
+            probes=probes,
+        )
+    report.seconds = tracker.seconds
+    report.compile_seconds = tracker.compile_seconds
+    return report
 
 
 def assert_grad(fun: Callable[..., Any], params: Any, *args: Any, **options: Any):

@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _progress, _sharding
 from ._pytree import LeafInfo, Problem, format_path
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of live intermediates per chunk
@@ -86,7 +87,10 @@ def evaluate(problem: Problem, dynamic: tuple[jax.Array, ...]) -> Any:
     return problem.evaluate(dynamic)
 
 
-def _replace(dynamic: Sequence[Any], positions: Sequence[int], new: Sequence[Any]):
+def replace_leaves(
+    dynamic: Sequence[Any], positions: Sequence[int], new: Sequence[Any]
+) -> list[Any]:
+    """`dynamic` with the leaves at `positions` replaced by `new`."""
     out = list(dynamic)
     for position, value in zip(positions, new, strict=True):
         out[position] = value
@@ -100,7 +104,7 @@ def value_and_grad(
     """`fun`'s value and its `jax.grad` with respect to the leaves at `positions`."""
 
     def of_leaves(leaves):
-        return problem.evaluate(_replace(dynamic, positions, leaves))
+        return problem.evaluate(replace_leaves(dynamic, positions, leaves))
 
     return jax.value_and_grad(of_leaves)(tuple(dynamic[p] for p in positions))
 
@@ -122,7 +126,7 @@ def _evaluate_chunk(
         leaves = [
             x.reshape(shape) for x, shape in zip(pieces, block.shapes, strict=True)
         ]
-        return problem.evaluate(_replace(dynamic, block.positions, leaves))
+        return problem.evaluate(replace_leaves(dynamic, block.positions, leaves))
 
     return jax.vmap(one)(indices, values)
 
@@ -189,6 +193,41 @@ def chunk_length(
     return -(-n_evaluations // n_chunks)
 
 
+def run_chunks(
+    program: Callable[..., jax.Array],
+    batched: Sequence[np.ndarray],
+    chunk: int,
+    describe: Callable[[int, int], str],
+) -> np.ndarray:
+    """`program(*rows)` over the rows of `batched`, `chunk` rows at a time.
+
+    The last chunk is padded with copies of the first row (their results are
+    dropped), so one compiled program serves every chunk. Each chunk is read back
+    before the next is dispatched, which is what bounds the memory (keeping two in
+    flight measured no faster on the CPU). `describe(k, n_chunks)` says what was
+    being evaluated when `fun` raised. Inside `_sharding.sharded_over`, each chunk
+    is split across the devices (its length rounded up to a multiple of them).
+    """
+    n = len(batched[0])
+    devices = _sharding.devices_in_use()
+    chunk = -(-chunk // devices) * devices
+    n_chunks = -(-n // chunk)
+    _progress.expect(n)
+    results = []
+    for k in range(n_chunks):
+        rows = [a[k * chunk : (k + 1) * chunk] for a in batched]
+        pad = chunk - len(rows[0])
+        if pad:
+            rows = [np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) for a in rows]
+        try:
+            results.append(np.asarray(program(*_sharding.place(rows))))
+            _progress.advance(chunk - pad)
+        except Exception as error:
+            _add_context(error, describe(k, n_chunks))
+            raise
+    return np.concatenate(results)[:n]
+
+
 def evaluate_block(
     problem: Problem,
     block: Block,
@@ -198,28 +237,11 @@ def evaluate_block(
     values: np.ndarray,
     chunk: int,
 ) -> np.ndarray:
-    """`fun` at every perturbation (`indices[k]` set to `values[k]`), chunk by chunk.
-
-    Each chunk is read back before the next is dispatched, which is what bounds the
-    memory (keeping two in flight measured no faster on the CPU).
-    """
-    n = len(indices)
-    n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
-    # Padding re-evaluates entry 0 at its own value; the results are dropped.
-    base_value = np.asarray(dynamic[block.positions[0]]).reshape(-1)[:1]
-    indices = np.concatenate([indices, np.zeros(pad, indices.dtype)])
-    values = np.concatenate([values, np.repeat(base_value.astype(values.dtype), pad)])
-    results = []
-    for k in range(n_chunks):
-        part = slice(k * chunk, (k + 1) * chunk)
-        try:
-            out = _evaluate_chunk(problem, block, dynamic, indices[part], values[part])
-            results.append(np.asarray(out))
-        except Exception as error:
-            paths = ", ".join(format_path(leaf.path) for leaf in block_leaves)
-            _add_context(
-                error, f"evaluating chunk {k + 1} of {n_chunks} with {paths} perturbed"
-            )
-            raise
-    return np.concatenate(results)[:n]
+    """`fun` at every perturbation (`indices[k]` set to `values[k]`), chunk by chunk."""
+    paths = ", ".join(format_path(leaf.path) for leaf in block_leaves)
+    return run_chunks(
+        functools.partial(_evaluate_chunk, problem, block, dynamic),
+        (indices, values),
+        chunk,
+        lambda k, n: f"evaluating chunk {k + 1} of {n} with {paths} perturbed",
+    )

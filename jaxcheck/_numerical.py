@@ -203,13 +203,17 @@ def finite_differences(
     chunk_size: int | None,
     memory_budget: int,
     repeats: int = 1,
+    entries: np.ndarray | None = None,
 ) -> Differences:
-    """Finite differences of every entry of θ at its default (or `eps`) step."""
-    entries = np.arange(prepared.tree.size)
+    """Finite differences of every entry of θ (or of `entries`, sorted offsets
+    into θ) at its default (or `eps`) step."""
+    steps = entry_steps(prepared.tree, method, eps)
+    if entries is None:
+        entries = np.arange(prepared.tree.size)
     return differences(
         prepared,
         entries,
-        entry_steps(prepared.tree, method, eps),
+        steps[entries],
         method=method,
         eps=eps,
         chunk_size=chunk_size,

@@ -26,13 +26,13 @@ import numpy as np
 from . import _validate
 from ._evaluate import (
     DEFAULT_MEMORY_BUDGET,
-    _replace,
     bytes_per_evaluation,
     chunk_length,
     evaluate,
     evaluate_block,
     intermediate_bytes,
     plan_blocks,
+    replace_leaves,
     trace_base,
 )
 from ._pytree import Problem, SplitTree, _is_array_leaf, format_path, split
@@ -299,7 +299,7 @@ def analytic_jacobian(
     to the leaves at `positions`, as one (M, N) matrix."""
 
     def of_leaves(leaves):
-        return problem.evaluate(_replace(dynamic, positions, leaves))
+        return problem.evaluate(replace_leaves(dynamic, positions, leaves))
 
     transform = jax.jacrev if mode == "rev" else jax.jacfwd
     blocks = transform(of_leaves)(tuple(dynamic[p] for p in positions))

@@ -22,11 +22,13 @@ only be wider. Only the others, usually none, are evaluated again:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
 from ._compare import Comparison, compare, pass_band
 from ._numerical import Differences, Prepared, differences, finite_differences
+from ._pytree import LeafInfo
 from ._steps import SAFETY
 
 _ORDER = {"central": 2, "forward": 1, "backward": 1, "central4": 4, "complex": 2}
@@ -59,6 +61,7 @@ class _Refinement:
     """The numerical side of every entry, updated in place as entries are refined."""
 
     def __init__(self, first: Differences, analytic: np.ndarray, method: str):
+        self.entries = first.entries  # the θ offset of each row, sorted
         self.numeric = first.derivative.copy()
         self.bound = first.noise.copy()
         self.trunc = np.zeros(first.noise.size)  # the truncation part of `bound`
@@ -87,7 +90,7 @@ class _Refinement:
                 kinked = np.abs(jump) > 10 * d1.noise + trunc
                 low = np.minimum(d1.forward, d1.backward) - first_band
                 high = np.maximum(d1.forward, d1.backward) + first_band
-                a = self.analytic[d1.entries].real
+                a = self.analytic[self.rows(d1.entries)].real
                 between = (low <= a) & (a <= high)
             kinked &= np.isfinite(jump)
             # At a kink the central difference is what the evaluations say; the
@@ -99,12 +102,16 @@ class _Refinement:
         if only_if_tighter:
             with np.errstate(invalid="ignore"):
                 take = ~(bound >= self.bound[d1.entries])
-        idx = d1.entries[take]
+        idx = self.rows(d1.entries[take])
         self.numeric[idx] = numeric[take]
         self.bound[idx] = bound[take]
         self.trunc[idx] = trunc[take]
         self.steps[idx] = d1.steps[take]
         self.kink[idx] = (kinked & between)[take]
+
+    def rows(self, entries: np.ndarray) -> np.ndarray:
+        """The rows of the θ offsets `entries`."""
+        return np.searchsorted(self.entries, entries)
 
     def unsettled(self, band_of) -> np.ndarray:
         """Entries worth a smaller step: a numerical side that is not finite, or
@@ -119,6 +126,16 @@ class _Refinement:
         )
 
 
+def rows_as_leaves(leaves: Sequence[LeafInfo], entries: np.ndarray) -> list[LeafInfo]:
+    """Each leaf as the run of rows that its compared entries occupy, so that
+    per-leaf work written for all of θ applies to a subset `entries` of it."""
+    out = []
+    for leaf in leaves:
+        lo, hi = np.searchsorted(entries, [leaf.offset, leaf.offset + leaf.size])
+        out.append(dataclasses.replace(leaf, offset=int(lo), shape=(int(hi - lo),)))
+    return out
+
+
 def judge(
     prepared: Prepared,
     analytic: np.ndarray,
@@ -130,14 +147,20 @@ def judge(
     chunk_size: int | None,
     memory_budget: int,
     leaves=None,
+    entries: np.ndarray | None = None,
 ) -> Judged:
-    """Compares `analytic` (θ-ordered) with finite differences, entry by entry.
+    """Compares `analytic` (θ-ordered) with finite differences, entry by entry:
+    every entry, or the sorted θ offsets `entries`. The result has one row per
+    compared entry.
 
     `leaves` (default: those of `prepared`) are the leaves whose dtypes set the
     floors of the pass band: the analytic side's, when `prepared` is a float64
     twin.
     """
     leaves = prepared.tree.leaves if leaves is None else leaves
+    if entries is not None:
+        analytic = analytic[entries]
+        leaves = rows_as_leaves(leaves, entries)
     options = dict(
         method=method, eps=eps, chunk_size=chunk_size, memory_budget=memory_budget
     )
@@ -145,13 +168,14 @@ def judge(
     def band_of(bound: np.ndarray) -> np.ndarray:
         return pass_band(leaves, analytic, state.numeric, bound, atol, rtol)
 
-    def refine(entries: np.ndarray, steps: np.ndarray, first_band, tighter: bool):
-        d1 = differences(prepared, entries, steps, strict=False, **options)
-        d2 = differences(prepared, entries, 2 * steps, strict=False, **options)
+    def refine(rows: np.ndarray, steps: np.ndarray, first_band, tighter: bool):
+        at = first.entries[rows]
+        d1 = differences(prepared, at, steps, strict=False, **options)
+        d2 = differences(prepared, at, 2 * steps, strict=False, **options)
         good = np.isfinite(d1.derivative) & np.isfinite(d2.derivative)
         state.apply(_take(d1, good), _take(d2, good), first_band[good], tighter)
 
-    first = finite_differences(prepared, repeats=_REPEATS, **options)
+    first = finite_differences(prepared, repeats=_REPEATS, entries=entries, **options)
     state = _Refinement(first, analytic, method)
     band = band_of(state.bound)
     with np.errstate(invalid="ignore"):
@@ -162,7 +186,9 @@ def judge(
         if resolved.size:
             # The differences at h are at hand; only 2h is evaluated.
             d1 = _take(first, resolved)
-            d2 = differences(prepared, resolved, 2 * d1.steps, strict=False, **options)
+            d2 = differences(
+                prepared, d1.entries, 2 * d1.steps, strict=False, **options
+            )
             good = np.isfinite(d2.derivative)
             state.apply(_take(d1, good), _take(d2, good), band[resolved[good]], False)
         for level in range(1, _RETRIES + 1):

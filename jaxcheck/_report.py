@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -69,10 +70,14 @@ class LeafSummary:
     status: str  # "ok", "mismatch", "nan/inf" or "inconclusive"
     kinks: int = 0  # entries at a kink whose analytic value is a subgradient
     diagnosis: str = ""  # what a failing leaf's error looks like, when recognised
+    checked: str = "all entries"  # or "16 sampled entries", "3 directions", ...
 
 
-def _summarize(leaf: LeafInfo, c: Comparison) -> LeafSummary:
-    part = slice(leaf.offset, leaf.offset + leaf.size)
+def _summarize(
+    leaf: LeafInfo, c: Comparison, part: slice, checked: str, probes: Any
+) -> LeafSummary:
+    """The leaf's entry rows `part` of `c`; its directional probes when it has no
+    entry rows (a leaf that passed fast mode's probes)."""
     status = c.status[part]
     failed = int(np.count_nonzero(status >= FAILING))
     if np.any(status == ANALYTIC_NONFINITE):
@@ -83,26 +88,34 @@ def _summarize(leaf: LeafInfo, c: Comparison) -> LeafSummary:
         verdict = "inconclusive"
     else:
         verdict = "mismatch" if failed else "ok"
-    empty = leaf.size == 0
     diagnosis = ""
-    if failed and leaf.dtype.kind != "c":
+    whole = part.stop - part.start == leaf.size  # every entry compared
+    if failed and leaf.dtype.kind != "c" and whole:
         diagnosis = diagnose_leaf(
             *(x[part].real.reshape(leaf.shape) for x in (c.analytic, c.numeric)),
             (status >= FAILING).reshape(leaf.shape),
             c.tolerance[part].reshape(leaf.shape),
         )
+    analytic, numeric = c.analytic[part], c.numeric[part]
+    abs_err, rel_err = c.abs_err[part], c.rel_err[part]
+    if analytic.size == 0 and probes is not None and probes.analytic.size:
+        analytic, numeric, abs_err = probes.analytic, probes.numeric, probes.abs_err
+        scale = np.maximum(np.abs(analytic), np.abs(numeric))
+        rel_err = np.where(scale > 0, abs_err / np.where(scale > 0, scale, 1), 0.0)
+    empty = abs_err.size == 0
     return LeafSummary(
         path=format_path(leaf.path),
         shape=leaf.shape,
         dtype=leaf.dtype.name,
         size=leaf.size,
-        max_abs_err=0.0 if empty else float(np.max(c.abs_err[part])),
-        max_rel_err=0.0 if empty else float(np.max(c.rel_err[part])),
-        rel_diff=relative_difference(c.analytic[part], c.numeric[part]),
+        max_abs_err=0.0 if empty else float(np.max(abs_err)),
+        max_rel_err=0.0 if empty else float(np.max(rel_err)),
+        rel_diff=relative_difference(analytic, numeric),
         failed=failed,
         kinks=int(np.count_nonzero(status == KINK)),
         status=verdict,
         diagnosis=diagnosis,
+        checked=checked,
     )
 
 
@@ -125,16 +138,36 @@ class GradCheckReport:
         spread: float = 0.0,
         nondet_tol: float = float("inf"),
         note: str = "",
+        mode: str = "full",
+        entries: np.ndarray | None = None,
+        checked: Sequence[str] | None = None,
+        probes: Sequence[Any] | None = None,
     ):
+        """`comparison` and `steps` hold one row per compared entry: every entry
+        of θ, or the sorted θ indices `entries`. `checked` says per leaf how it
+        was checked; `probes` are fast mode's directional probes per leaf."""
         self.fun_name = fun_name
         self.method = method
+        self.mode = mode
         self.comparison = comparison
         self.steps = steps
         self._leaves = leaves
+        self._entries = entries
         self.skipped = tuple((format_path(p), why) for p, why in skipped)
-        self.leaves = tuple(_summarize(leaf, comparison) for leaf in leaves)
-        self.rel_diff = relative_difference(comparison.analytic, comparison.numeric)
+        checked = checked or ["all entries"] * len(leaves)
+        probes = probes or [None] * len(leaves)
+        self.leaves = tuple(
+            _summarize(leaf, comparison, self._rows(leaf), how, p)
+            for leaf, how, p in zip(leaves, checked, probes, strict=True)
+        )
+        analytic = [comparison.analytic] + [p.analytic for p in probes if p]
+        numeric = [comparison.numeric] + [p.numeric for p in probes if p]
+        self.rel_diff = relative_difference(
+            np.concatenate(analytic), np.concatenate(numeric)
+        )
+        self.num_params = sum(leaf.size for leaf in leaves)
         self.num_entries = int(comparison.status.size)
+        self.num_probed = sum(1 for p in probes if p is not None and p.analytic.size)
         self.num_failed = int(np.count_nonzero(comparison.status >= FAILING))
         self.num_kinks = int(np.count_nonzero(comparison.status == KINK))
         # The largest spread of J(θ) between identical evaluations, and the
@@ -145,10 +178,20 @@ class GradCheckReport:
         self.nondet_tol = float(nondet_tol)
         self.nondeterministic = not self.spread <= self.nondet_tol
         self.ok = (
-            self.num_entries > 0 and self.num_failed == 0 and not self.nondeterministic
+            self.num_entries + self.num_probed > 0
+            and self.num_failed == 0
+            and not self.nondeterministic
         )
 
-    def _entry(self, flat: int) -> EntryReport:
+    def _rows(self, leaf: LeafInfo) -> slice:
+        """The rows of the comparison that hold entries of `leaf`."""
+        bounds = [leaf.offset, leaf.offset + leaf.size]
+        if self._entries is None:
+            return slice(*bounds)
+        return slice(*np.searchsorted(self._entries, bounds).tolist())
+
+    def _entry(self, row: int) -> EntryReport:
+        flat = row if self._entries is None else int(self._entries[row])
         nonempty = [leaf for leaf in self._leaves if leaf.size]
         starts = [leaf.offset for leaf in nonempty]
         leaf = nonempty[int(np.searchsorted(starts, flat, side="right")) - 1]
@@ -156,19 +199,23 @@ class GradCheckReport:
         return EntryReport(
             path=format_path(leaf.path),
             index=leaf.locate(flat),
-            analytic=_number(c.analytic[flat]),
-            numeric=_number(c.numeric[flat]),
-            abs_err=float(c.abs_err[flat]),
-            rel_err=float(c.rel_err[flat]),
-            tolerance=float(c.tolerance[flat]),
-            step=float(self.steps[flat]),
-            status=STATUS_NAMES[int(c.status[flat])],
+            analytic=_number(c.analytic[row]),
+            numeric=_number(c.numeric[row]),
+            abs_err=float(c.abs_err[row]),
+            rel_err=float(c.rel_err[row]),
+            tolerance=float(c.tolerance[row]),
+            step=float(self.steps[row]),
+            status=STATUS_NAMES[int(c.status[row])],
         )
 
-    def _flat(self, entry: EntryReport) -> int:
+    def _row(self, entry: EntryReport) -> int:
+        """The comparison row of an entry."""
         leaf = next(x for x in self._leaves if format_path(x.path) == entry.path)
         index = np.ravel_multi_index(entry.index, leaf.shape) if entry.index else 0
-        return leaf.offset + int(index)
+        flat = leaf.offset + int(index)
+        if self._entries is None:
+            return flat
+        return int(np.searchsorted(self._entries, flat))
 
     def worst(self, k: int = _WORST_SHOWN) -> list[EntryReport]:
         """The `k` entries furthest outside their pass band (abs_err / tolerance),
@@ -196,15 +243,32 @@ class GradCheckReport:
                 "`fun` deterministic (fixed PRNG keys, no host callbacks) or raise "
                 "`nondet_tol`."
             )
-        kinks = f"; {self.num_kinks} at kinks (valid subgradients)" if self.num_kinks else ""
+        kinks = (
+            f"; {self.num_kinks} at kinks (valid subgradients)"
+            if self.num_kinks
+            else ""
+        )
+        n_leaves = len(self.leaves)
+        if self.ok and self.mode == "full":
+            return (
+                f"OK: all {self.num_entries} entries of {n_leaves} leaves "
+                f"agree (rel diff {self.rel_diff:.1e}){kinks}."
+            )
+        if self.ok and self.mode == "sample":
+            return (
+                f"OK: {self.num_entries} sampled entries of {self.num_params}, in "
+                f"all {n_leaves} leaves, agree (sample mode; rel diff "
+                f"{self.rel_diff:.1e}){kinks}."
+            )
         if self.ok:
             return (
-                f"OK: all {self.num_entries} entries of {len(self.leaves)} leaves "
-                f"agree (rel diff {self.rel_diff:.1e}){kinks}."
+                f"OK: all {n_leaves} leaves ({self.num_params} entries) agree along "
+                f"random directions; {self.num_entries} entries were checked one by "
+                f"one (fast mode; rel diff {self.rel_diff:.1e}){kinks}."
             )
         worst = self.worst(1)[0]
         bad_leaves = [s.path for s in self.leaves if s.status != "ok"]
-        times = self.comparison.score[self._flat(worst)]
+        times = self.comparison.score[self._row(worst)]
         off = f"{times:.3g}× its pass band" if np.isfinite(times) else worst.status
         verdict = (
             f"FAILED: {self.num_failed} of {self.num_entries} entries differ, in "
@@ -215,9 +279,10 @@ class GradCheckReport:
         return verdict + _hint(self.comparison.status)
 
     def __str__(self) -> str:
+        mode = "" if self.mode == "full" else f", {self.mode} mode"
         lines = [
-            f"Gradient check of `{self.fun_name}` ({self.method} differences): "
-            f"{self.num_entries} entries in {len(self.leaves)} leaves"
+            f"Gradient check of `{self.fun_name}` ({self.method} differences{mode}): "
+            f"{self.num_params} entries in {len(self.leaves)} leaves"
             + (f"; {self.note}" if self.note else "")
         ]
         width = max([len(s.path) for s in self.leaves] + [4])
@@ -225,13 +290,14 @@ class GradCheckReport:
             f"  {'leaf':<{width}}  {'shape':<12} {'dtype':<9} {'max abs err':>11} "
             f"{'max rel err':>11} {'rel diff':>9} {'failed':>7}  status"
         )
-        lines.append(header)
+        lines.append(header + ("  checked" if mode else ""))
         for s in self.leaves:
-            lines.append(
+            line = (
                 f"  {s.path:<{width}}  {str(s.shape):<12} {s.dtype:<9} "
                 f"{s.max_abs_err:>11.2e} {s.max_rel_err:>11.2e} {s.rel_diff:>9.2e} "
-                f"{s.failed:>7}  {s.status}"
+                f"{s.failed:>7}  {s.status:<8}" + (f"  {s.checked}" if mode else "")
             )
+            lines.append(line.rstrip())
         if self.skipped:
             kept = "; ".join(f"{p} ({why})" for p, why in self.skipped)
             lines.append(f"  not perturbed: {kept}")
@@ -272,6 +338,8 @@ class GradCheckReport:
             "nondeterministic": self.nondeterministic,
             "spread": _json_number(self.spread),
             "num_kinks": self.num_kinks,
+            "mode": self.mode,
+            "num_params": self.num_params,
             "num_entries": self.num_entries,
             "num_failed": self.num_failed,
             "rel_diff": _json_number(self.rel_diff),
@@ -336,13 +404,19 @@ class GradCheckReport:
 
     def _leaf_entries(self) -> list[tuple[LeafSummary, np.ndarray, np.ndarray]]:
         """Per leaf: its summary, then abs_err / tolerance and the status names
-        of its entries, both in the leaf's shape."""
+        of its entries, both in the leaf's shape (NaN and "not checked" for the
+        entries that fast or sample mode did not compare one by one)."""
         out = []
-        score = self.comparison.score
-        names = np.empty(max(STATUS_NAMES) + 1, dtype=object)
+        names = np.empty(max(STATUS_NAMES) + 2, dtype=object)
         for code, name in STATUS_NAMES.items():
             names[code] = name
-        status = self.comparison.status
+        names[-1] = "not checked"
+        score, status = self.comparison.score, self.comparison.status
+        if self._entries is not None:
+            score = np.full(self.num_params, np.nan)
+            score[self._entries] = self.comparison.score
+            status = np.full(self.num_params, len(names) - 1)
+            status[self._entries] = self.comparison.status
         for leaf, summary in zip(self._leaves, self.leaves, strict=True):
             part = slice(leaf.offset, leaf.offset + leaf.size)
             out.append(

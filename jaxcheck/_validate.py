@@ -70,17 +70,22 @@ def check_flag(name: str, value: Any) -> None:
         raise TypeError(f"`{name}` must be True or False, got {value!r}.")
 
 
+def _check_positive_int(name: str, value: Any, what: str, hint: str) -> None:
+    """`value` is an int of at least 1; `what` says what else it may be."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a positive int{what}, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"`{name}` must be at least 1, got {value}; {hint}")
+
+
 def check_chunking(chunk_size: Any, memory_budget: Any) -> None:
     if chunk_size is not None:
-        if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool):
-            raise TypeError(
-                f"`chunk_size` must be a positive int or None, got {chunk_size!r}."
-            )
-        if chunk_size < 1:
-            raise ValueError(
-                f"`chunk_size` must be at least 1, got {chunk_size}; pass None to "
-                "derive it from `memory_budget`."
-            )
+        _check_positive_int(
+            "chunk_size",
+            chunk_size,
+            " or None",
+            "pass None to derive it from `memory_budget`.",
+        )
     if not _is_real_number(memory_budget):
         raise TypeError(
             f"`memory_budget` must be a number of bytes, got {memory_budget!r}."
@@ -164,3 +169,73 @@ def check_base_value(value: float, tree: SplitTree) -> None:
         f"needs a finite value there.{where} Check for NaN/Inf in the inputs or a "
         "log/division at a domain edge."
     )
+
+
+def check_mode(mode: Any, samples: Any, seed: Any) -> None:
+    """`mode` is "full", "fast" or "sample"; `samples` and `seed` are ints."""
+    modes = ("full", "fast", "sample")
+    if mode not in modes:
+        raise ValueError(
+            f"`mode` must be one of {', '.join(map(repr, modes))}, got {mode!r}: "
+            '"full" checks every entry, "fast" probes each leaf along random '
+            'directions, "sample" checks `samples` random entries per leaf.'
+        )
+    _check_positive_int(
+        "samples",
+        samples,
+        " (entries per leaf)",
+        'it is the number of random entries checked per leaf with mode="sample".',
+    )
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise TypeError(
+            f"`seed` must be a non-negative int, got {seed!r}; it seeds the random "
+            'directions (mode="fast") and entries (mode="sample").'
+        )
+
+
+def check_progress(progress: Any) -> None:
+    """None, a bool, or a callable progress(done, total)."""
+    if progress is None or isinstance(progress, bool):
+        if progress is True:
+            from ._progress import has_tqdm
+
+            if not has_tqdm():
+                raise ImportError(
+                    "`progress=True` needs tqdm: pip install 'jaxcheck[progress]', "
+                    "or pass a callable progress(done, total)."
+                )
+        return
+    if not callable(progress):
+        raise TypeError(
+            "`progress` must be None (a bar when stderr is a terminal), True, False "
+            f"or a callable progress(done, total), got {type(progress).__name__}."
+        )
+
+
+def check_devices(devices: Any) -> None:
+    """None, or a non-empty sequence of distinct `jax.Device`s."""
+    if devices is None:
+        return
+    if isinstance(devices, jax.Device):
+        raise TypeError(
+            f"`devices` must be a sequence of devices, got the single device "
+            f"{devices}; pass [device]."
+        )
+    try:
+        listed = list(devices)
+    except TypeError:
+        raise TypeError(
+            "`devices` must be None (all local devices) or a sequence of "
+            f"`jax.Device`s such as jax.devices(), got {type(devices).__name__}."
+        ) from None
+    bad = [d for d in listed if not isinstance(d, jax.Device)]
+    if bad:
+        raise TypeError(
+            f"`devices` must hold `jax.Device`s (from jax.devices()), got "
+            f"{type(bad[0]).__name__}."
+        )
+    if not listed or len(set(listed)) != len(listed):
+        raise ValueError(
+            f"`devices` must be non-empty and without repeats, got {listed}; pass "
+            "None to use every local device."
+        )

@@ -2,11 +2,14 @@
 
 import json
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from jaxcheck import _bench, _cli
+from jaxcheck import _bench, _bench_plot, _bench_torch, _cli
 
-TINY = ["bench", "--widths", "3", "--repeats", "1"]
+TINY = ["bench", "--widths", "3", "--repeats", "1", "--modes", "full", "fast"]
 
 
 def _table(out: str) -> list[dict[str, str]]:
@@ -43,12 +46,18 @@ def test_bench_prints_the_table_and_writes_json(tmp_path, capsys):
         assert float(row[column]) > 0, column
     for column in ("loop/jaxcheck first", "loop/jaxcheck repeated"):
         assert row[column].endswith("×") and float(row[column][:-1]) > 0
+    assert float(row["fast first s"]) > 0 and "sample first s" not in row
+    assert row["evals/s ÷ forwards/s"].endswith("×")
+    if _bench_torch.import_torch() is not None:
+        assert float(row["torch gradcheck s"]) > 0
+        assert float(row["torch fast_mode s"]) > 0
+        assert row["torch/jaxcheck first"].endswith("×")
 
     record = json.loads(path.read_text())
     assert record["machine"]["cores"] >= 1
     (result,) = record["results"]
     assert (result["N"], result["h"]) == (91, 3)
-    for method in ("jaxcheck", "loop", "check_grads"):
+    for method in ("jaxcheck", "fast", "loop", "check_grads"):
         assert result[method]["ok"] == [True]
         assert all(t > 0 for t in result[method]["first"] + result[method]["second"])
     assert len(result["forward"]) > 0
@@ -90,3 +99,24 @@ def test_bench_rejects_a_bad_option(option, value, capsys):
         _cli.main(["bench", option, value])
     assert exited.value.code == 2
     assert f"argument {option}: must be" in capsys.readouterr().err
+
+
+def test_torch_checks_the_same_model_as_jax():
+    torch = pytest.importorskip("torch")
+    model = _bench.build_model(3)
+    loss, weights = _bench_torch.torch_loss(torch, model)
+    expected = _bench.mlp_loss(*jax.tree.map(jnp.asarray, model))
+    np.testing.assert_allclose(loss(*weights).item(), float(expected), rtol=1e-14)
+    assert _bench_torch.torch_gradcheck(torch, model, fast=False)
+    assert _bench_torch.torch_gradcheck(torch, model, fast=True)
+
+
+def test_plot_of_times_against_n(tmp_path):
+    pytest.importorskip("matplotlib")
+    results = [
+        {"N": n, "jaxcheck": {"first": [t]}, "torch_slow": {"time": [3 * t]}}
+        for n, t in ((100, 0.1), (1000, 0.5))
+    ]
+    path = tmp_path / "times.png"
+    _bench_plot.plot_times(results, str(path))
+    assert path.read_bytes()[:4] == b"\x89PNG"
