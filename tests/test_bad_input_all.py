@@ -108,3 +108,24 @@ def test_the_drop_in_check_grads_refuses_bad_arguments(kwargs, error, named):
     order = kwargs.pop("order")
     with pytest.raises(error, match=named):
         jaxcheck.check_grads(loss, (W,), order, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "options, error, named",
+    [
+        (dict(mode="bogus"), ValueError, "`mode`"),
+        (dict(mode="sample", samples=0), ValueError, "`samples`"),
+        (dict(mode="sample", samples="x"), TypeError, "`samples`"),
+        (dict(devices="gpu"), TypeError, "`devices`"),
+        (dict(progress=3), TypeError, "`progress`"),
+        (dict(shadow="yes"), TypeError, "`shadow`"),
+        (dict(nondet_tol=-1.0), ValueError, "`nondet_tol`"),
+        (dict(method="richardson"), ValueError, "`method`"),
+        (dict(atol=float("nan")), ValueError, "`atol`"),
+        (dict(rtol=-1e-3), ValueError, "`rtol`"),
+    ],
+    ids=lambda x: str(x) if isinstance(x, dict) else "",
+)
+def test_a_bad_check_grad_option_is_named(options, error, named):
+    with pytest.raises(error, match=named):
+        jaxcheck.check_grad(loss, W, **options)
