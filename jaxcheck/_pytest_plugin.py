@@ -14,6 +14,7 @@ Command line (overrides the ini file) and ini settings:
 | `--jaxcheck-atol A` | `jaxcheck_atol = A` | default `atol` |
 | `--jaxcheck-eps H` | `jaxcheck_eps = H` | default `eps` (one step for all) |
 | `--jaxcheck-method M` | `jaxcheck_method = M` | a `method` of `check_grad` |
+| `--jaxcheck-mode M` | `jaxcheck_mode = M` | a `mode`: full, fast or sample |
 | `--jaxcheck-slow` | `jaxcheck_slow = true` | run tests marked `slow_gradcheck` |
 | `--jaxcheck-report-dir D` | `jaxcheck_report_dir = D` | failed reports as JSON, PNG |
 """
@@ -57,6 +58,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(central, forward, backward, ...; see check_grad)",
     )
     parser.addini("jaxcheck_method", "default method of gradcheck", default="")
+    group.addoption(
+        "--jaxcheck-mode",
+        default=None,
+        help="default mode of the gradcheck fixture (full, fast or sample)",
+    )
+    parser.addini("jaxcheck_mode", "default mode of gradcheck", default="")
     group.addoption(
         "--jaxcheck-slow",
         action="store_true",
@@ -107,6 +114,9 @@ def check_options(config: pytest.Config) -> dict[str, Any]:
                 f"{', '.join(METHODS)}, got {method!r}."
             )
         options["method"] = method
+    mode = _setting(config, "mode")
+    if mode:
+        options["mode"] = mode  # check_grad validates it
     return options
 
 

@@ -123,7 +123,8 @@ def test_defaults_come_from_the_ini_file_and_the_command_line(pytester):
     _expect_options(pytester, {"rtol": 0.5, "method": "forward"})
     pytester.runpytest(*PLUGIN).assert_outcomes(passed=1)
     _expect_options(
-        pytester, {"rtol": 1e-3, "atol": 1e-9, "eps": 1e-4, "method": "central"}
+        pytester,
+        {"rtol": 1e-3, "atol": 1e-9, "eps": 1e-4, "method": "central", "mode": "fast"},
     )
     result = pytester.runpytest(
         *PLUGIN,
@@ -131,6 +132,7 @@ def test_defaults_come_from_the_ini_file_and_the_command_line(pytester):
         "--jaxcheck-atol=1e-9",
         "--jaxcheck-eps=1e-4",
         "--jaxcheck-method=central",
+        "--jaxcheck-mode=fast",
     )
     result.assert_outcomes(passed=1)
 
