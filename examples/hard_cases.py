@@ -75,6 +75,10 @@ def passes_check_grads(loss, params):
         return False
 
 
+def mark(ok, right):
+    return ("pass" if ok else "FAIL") + ("" if ok == right else " ✗")
+
+
 def main():
     print(f"{'case':<38} {'right?':>6} {'check_grads':>12} {'jaxcheck':>9}")
     all_right = True
@@ -82,9 +86,9 @@ def main():
         old = passes_check_grads(loss, params)
         new = jaxcheck.check_grad(loss, params).ok
         all_right &= new == right
-        verdict = {True: "pass", False: "FAIL"}
-        mark = lambda ok: verdict[ok] + ("" if ok == right else " ✗")  # noqa: E731
-        print(f"{name:<38} {str(right):>6} {mark(old):>12} {mark(new):>9}")
+        print(
+            f"{name:<38} {str(right):>6} {mark(old, right):>12} {mark(new, right):>9}"
+        )
     assert all_right
     print("OK: jaxcheck got every case right (✗ marks a miss or a false alarm).")
 

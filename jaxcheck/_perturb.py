@@ -84,7 +84,9 @@ def evaluate_shifts(
         moved_to = [
             perturbed_values(here, h, s, unit, dtype) for unit in units for s in shifts
         ]
-        index = np.concatenate([np.tile(local, len(moved_to)), np.zeros(repeats, np.int32)])
+        index = np.concatenate(
+            [np.tile(local, len(moved_to)), np.zeros(repeats, np.int32)]
+        )
         new = np.concatenate(moved_to + [np.repeat(theta[:1], repeats)])
         per_eval = bytes_per_evaluation(block, dtype.itemsize, fun_bytes)
         chunk = chunk_length(len(index), per_eval, memory_budget, chunk_size)
@@ -92,7 +94,9 @@ def evaluate_shifts(
             # A subset of a block: round the chunk up to a power of two, so that
             # refinements of any size share a handful of compiled programs.
             chunk = min(_bit_ceil(len(index)), max(chunk, 8))
-        out = evaluate_block(tree.problem, block, leaves, tree.dynamic, index, new, chunk)
+        out = evaluate_block(
+            tree.problem, block, leaves, tree.dynamic, index, new, chunk
+        )
         out = (out.imag if imaginary else out).astype(np.float64)
         shifted, again = out[: len(out) - repeats], out[len(out) - repeats :]
         shifted = shifted.reshape(len(units), len(shifts), hi - lo)

@@ -45,7 +45,9 @@ def _is_narrow(dtype) -> bool:
 
 
 def _wide(dtype) -> np.dtype:
-    return np.dtype(np.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else np.float64)
+    return np.dtype(
+        np.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else np.float64
+    )
 
 
 def _narrow_outputs(jaxpr) -> list[str]:
@@ -85,7 +87,10 @@ def float64_twin(prepared: Prepared, base_value: float) -> tuple[Prepared | None
         traced = trace_base(twin.problem, dynamic)
     except Exception as error:  # the twin is optional: any failure means no twin
         message = str(error).strip().splitlines()[0][:120] if str(error) else ""
-        return None, f"`fun` does not trace in float64 ({type(error).__name__}: {message})"
+        return (
+            None,
+            f"`fun` does not trace in float64 ({type(error).__name__}: {message})",
+        )
     out_dtype = np.dtype(traced.out_info.dtype)
     if out_dtype != np.float64:
         return None, f"`fun` returns {out_dtype.name} even from float64 inputs"
@@ -136,7 +141,9 @@ def complex_twin(prepared: Prepared) -> Prepared:
     """`fun` with its perturbed leaves made complex128, for the complex step
     Im J(θ + ih) / h. Must be called, and its result used, inside `x64()`."""
     tree = prepared.tree
-    bad = [leaf for leaf in tree.leaves if jnp.issubdtype(leaf.dtype, jnp.complexfloating)]
+    bad = [
+        leaf for leaf in tree.leaves if jnp.issubdtype(leaf.dtype, jnp.complexfloating)
+    ]
     if bad:
         raise ValueError(
             f"method='complex' needs real parameters, but {bad[0].path or 'params'} is "

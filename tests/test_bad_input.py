@@ -424,9 +424,10 @@ def test_numpy_nan_params_named():
 def test_exception_in_a_batched_evaluation_names_the_leaves_and_the_chunk():
     def fun(params):
         # Raises only when traced for a batch of perturbations of ['w'].
-        if isinstance(params["w"], jax.core.Tracer) and "Batch" in type(
-            params["w"]
-        ).__name__:
+        if (
+            isinstance(params["w"], jax.core.Tracer)
+            and "Batch" in type(params["w"]).__name__
+        ):
             raise PlantedError("cannot batch this")
         return loss(params)
 

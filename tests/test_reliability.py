@@ -53,7 +53,9 @@ def test_checks_from_several_threads_agree_with_serial_ones():
 
     def run(job):
         width, grad = job
-        return jaxcheck.check_grad(mlp_loss, make_params(width, seed=width), X, grad=grad)
+        return jaxcheck.check_grad(
+            mlp_loss, make_params(width, seed=width), X, grad=grad
+        )
 
     serial = [run(job) for job in jobs]
     jax.clear_caches()  # make the threads race on compiling, not only on running

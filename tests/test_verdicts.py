@@ -212,7 +212,7 @@ def _f32_mlp(h=90):
             ),
             "b": (0.1 * jax.random.normal(keys[2 * i + 1], (b,))).astype(jnp.float32),
         }
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
     ]
 
 
@@ -332,7 +332,9 @@ def test_the_complex_step_rejects_a_function_that_is_not_complex_safe(fun, what)
 def test_the_complex_step_needs_real_parameters():
     with pytest.raises(ValueError, match="needs real parameters"):
         jaxcheck.check_grad(
-            lambda z: jnp.sum(jnp.abs(z) ** 2), jnp.ones(2, jnp.complex128), method="complex"
+            lambda z: jnp.sum(jnp.abs(z) ** 2),
+            jnp.ones(2, jnp.complex128),
+            method="complex",
         )
 
 
@@ -344,19 +346,29 @@ def test_the_report_says_what_a_wrong_leaf_looks_like():
     def loss(p, x):
         return jnp.sum(jnp.tanh(x @ p["w"] + p["b"]) ** 2)
 
-    params = {"w": jax.random.normal(jax.random.PRNGKey(0), (4, 4)), "b": 0.1 * jnp.ones(4)}
+    params = {
+        "w": jax.random.normal(jax.random.PRNGKey(0), (4, 4)),
+        "b": 0.1 * jnp.ones(4),
+    }
     x = jax.random.normal(jax.random.PRNGKey(1), (5, 4))
     grad = jax.grad(loss)(params, x)
-    report = jaxcheck.check_grad(loss, params, x, grad={"w": grad["w"].T, "b": -grad["b"]})
+    report = jaxcheck.check_grad(
+        loss, params, x, grad={"w": grad["w"].T, "b": -grad["b"]}
+    )
     diagnosis = {s.path: s.diagnosis for s in report.leaves}
     assert diagnosis == {
         "['b']": "analytic ≈ −numeric (sign)",
         "['w']": "analytic matches the transpose of numeric",
     }
-    with pytest.raises(GradCheckError, match=re.escape("['w']: analytic matches the transpose")):
+    with pytest.raises(
+        GradCheckError, match=re.escape("['w']: analytic matches the transpose")
+    ):
         jaxcheck.assert_grad(loss, params, x, grad={"w": grad["w"].T, "b": grad["b"]})
     assert jaxcheck.check_grad(loss, params, x).leaves[0].diagnosis == ""
     doubled = {"w": grad["w"], "b": 2 * grad["b"]}
-    assert jaxcheck.check_grad(loss, params, x, grad=doubled).to_dict()["leaves"][0][
-        "diagnosis"
-    ] == "analytic ≈ 2 × numeric"
+    assert (
+        jaxcheck.check_grad(loss, params, x, grad=doubled).to_dict()["leaves"][0][
+            "diagnosis"
+        ]
+        == "analytic ≈ 2 × numeric"
+    )
