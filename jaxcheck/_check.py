@@ -20,9 +20,9 @@ from ._pytree import SplitTree, format_path
 from ._refine import judge
 from ._report import GradCheckReport
 from ._sampling import DEFAULT_SAMPLES, sampled_entries, suspect_entries
-from ._shadow import numerical_side
 from ._sharding import sharded_over
 from ._steps import NOISE_FACTOR
+from ._twins import numerical_side
 
 
 def _fun_name(fun: Callable[..., Any]) -> str:

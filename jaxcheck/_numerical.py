@@ -307,7 +307,7 @@ def numerical_grad(
         chunk_size=chunk_size,
         memory_budget=memory_budget,
     )
-    from ._shadow import numerical_side  # a twin is a Prepared: import late
+    from ._twins import numerical_side  # a twin is a Prepared: import late
 
     base_value = base_value_of(prepared)
     with numerical_side(prepared, base_value, False, method) as (numerical, _):

@@ -63,7 +63,7 @@ def _narrow_outputs(jaxpr) -> list[str]:
     return found
 
 
-def needs_shadow(prepared: Prepared) -> bool:
+def needs_float64_twin(prepared: Prepared) -> bool:
     return _is_narrow(prepared.out_dtype) or any(
         _is_narrow(leaf.dtype) for leaf in prepared.tree.leaves
     )
@@ -195,7 +195,7 @@ def numerical_side(
         with x64():
             yield complex_twin(prepared), "complex-step derivatives Im J(θ + ih) / h"
         return
-    if not (enabled and needs_shadow(prepared)):
+    if not (enabled and needs_float64_twin(prepared)):
         yield prepared, ""
         return
     with x64():
