@@ -3,6 +3,10 @@
 from ._check import assert_grad as assert_grad
 from ._check import check_grad as check_grad
 from ._check_grads import check_grads as check_grads
+from ._compilation_cache import CompilationCache as CompilationCache
+from ._compilation_cache import (
+    enable_compilation_cache as enable_compilation_cache,
+)
 from ._custom_rules import check_custom_jvp as check_custom_jvp
 from ._custom_rules import check_custom_vjp as check_custom_vjp
 from ._errors import GradCheckError as GradCheckError

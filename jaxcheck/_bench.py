@@ -278,6 +278,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--max-torch-params", "N", num, 3e4, "skip torch's slow mode above N (3e4)"),
         ("--memory-params", "N", num, 1e6, "N of the --memory model (default 1e6)"),
         ("--memory-seconds", "S", num, 60.0, "stop --memory after S s (default 60)"),
+        ("--cache-dir", "DIR", str, "", "persistent compilation cache (see README)"),
     ]
     for flag, metavar, kind, default, text in options:
         nargs = "+" if default is None else None
@@ -312,6 +313,14 @@ def run(args: argparse.Namespace) -> int:
         + "\n"
     )
     record: dict[str, Any] = {"machine": m, "args": vars(args)}
+    if args.cache_dir:
+        from ._compilation_cache import enable_compilation_cache
+
+        enable_compilation_cache(args.cache_dir)
+        print(
+            f"persistent compilation cache in {args.cache_dir}: once it is warm, "
+            "first calls load compiled programs instead of compiling them\n"
+        )
     failed = []
     if args.memory:
         from ._bench_memory import measure_memory

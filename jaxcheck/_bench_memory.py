@@ -26,8 +26,16 @@ import jax.numpy as jnp
 from jaxcheck._bench import build_model, mlp_loss
 params, x, y = jax.tree.map(jnp.asarray, build_model(int(sys.argv[1])))
 if sys.argv[2] == "check":
-    import jaxcheck
-    ok = jaxcheck.check_grad(mlp_loss, params, x, y, memory_budget=int(sys.argv[3])).ok
+    import jaxcheck, time
+    start, shown = time.monotonic(), [0.0]
+    def progress(done, total):  # a line a minute, so a stopped run says how far it got
+        if time.monotonic() - shown[0] >= 60:
+            shown[0] = time.monotonic()
+            print("progress", done, total, time.monotonic() - start, flush=True)
+    report = jaxcheck.check_grad(
+        mlp_loss, params, x, y, memory_budget=int(sys.argv[3]), progress=progress
+    )
+    ok = report.ok
     print("finished", ok)
 else:
     jax.jit(mlp_loss)(params, x, y).block_until_ready()
@@ -67,6 +75,8 @@ def _sample_child(argv: list[str], seconds: float) -> dict:
         elapsed = time.monotonic() - start
         out.seek(0), err.seek(0)
         lines = dict(ln.split(" ", 1) for ln in out.read().splitlines() if " " in ln)
+        # The last progress line wins: evaluations done, announced, seconds.
+        done = [float(v) for v in lines.get("progress", "0 0 0").split()]
         if not stopped and child.returncode != 0:
             raise RuntimeError(f"the memory child failed:\n{err.read()[-2000:]}")
     peak = max(peak, int(lines.get("maxrss_kib", 0)))  # catches a peak at exit
@@ -75,6 +85,9 @@ def _sample_child(argv: list[str], seconds: float) -> dict:
         "seconds": elapsed,
         "stopped": stopped,
         "ok": lines.get("finished"),
+        "evaluations_done": int(done[0]),
+        "evaluations_total": int(done[1]),
+        "seconds_at_last_progress": done[2],
         "rss_trace_kib": trace,  # (seconds, KiB) every 0.1 s
     }
 
@@ -95,6 +108,12 @@ def measure_memory(args: argparse.Namespace) -> dict:
             f"unfinished: checking all {n:,} entries takes far longer (hours for 1e6 "
             "on a CPU).\nWhat this shows is that memory stays bounded while it runs."
         )
+        done, total = check["evaluations_done"], check["evaluations_total"]
+        if done:
+            print(
+                f"It had done {done:,} of the {total:,} perturbed evaluations "
+                f"announced so far after {check['seconds_at_last_progress']:.0f} s."
+            )
     else:
         print(f"The check finished in {check['seconds']:.1f} s, ok={check['ok']}.")
     peak, base = check["peak_rss_bytes"] / _MiB, baseline["peak_rss_bytes"] / _MiB

@@ -124,6 +124,7 @@ def _analytic(
 def _entries_to_compare(
     mode: str,
     prepared: Prepared,
+    probed: Prepared,
     analytic: np.ndarray,
     samples: int,
     seed: int,
@@ -133,14 +134,15 @@ def _entries_to_compare(
     memory_budget: int,
 ) -> tuple[np.ndarray | None, list[str] | None, list[Any] | None]:
     """The entries compared one by one (None: all), how each leaf was checked
-    and fast mode's probes per leaf."""
+    and fast mode's probes per leaf, whose differences are taken in `probed`
+    (`prepared` or its float64 twin)."""
     leaves = prepared.tree.leaves
     if mode == "sample":
         return (*sampled_entries(leaves, samples, seed), None)
     if mode == "full":
         return None, None, None
     verdicts = probe_leaves(
-        prepared,
+        probed,
         analytic,
         probes=DEFAULT_PROBES,
         seed=seed,
@@ -148,8 +150,39 @@ def _entries_to_compare(
         rtol=rtol,
         chunk_size=chunk_size,
         memory_budget=memory_budget,
+        analytic_leaves=leaves,
     )
     return (*suspect_entries(leaves, verdicts), [v.probes for v in verdicts])
+
+
+def _hessian(
+    fun: Callable[..., Any],
+    params: Any,
+    args: tuple[Any, ...],
+    *,
+    mode: str,
+    seed: int,
+    progress: Any,
+    devices: Any,
+    **options: Any,
+) -> GradCheckReport:
+    """`check_grad(..., order=2)`: the Hessian (mode="full") or one
+    Hessian-vector product (mode="fast"), with progress and devices as for the
+    gradient."""
+    from ._hessian import hessian_report  # which imports this module
+
+    if mode == "sample":
+        raise ValueError(
+            'mode="sample" checks sampled entries of a gradient (order=1); for '
+            'order=2 use mode="full" (the whole Hessian) or mode="fast" (one '
+            "Hessian-vector product)."
+        )
+    with tracking(progress) as tracker, sharded_over(devices):
+        report = hessian_report(fun, params, args, hvp=mode == "fast", seed=seed,
+                                **options)  # fmt: skip
+    report.seconds = tracker.seconds
+    report.compile_seconds = tracker.compile_seconds
+    return report
 
 
 def check_grad(
@@ -169,7 +202,7 @@ def check_grad(
     has_aux: bool = False,
     order: int = 1,
     mode: str = "full",
-    samples: int = DEFAULT_SAMPLES,
+    samples: int | None = None,
     seed: int = 0,
     progress: bool | Callable[[int, int], Any] | None = None,
     devices: Sequence[jax.Device] | None = None,
@@ -226,14 +259,17 @@ def check_grad(
         has_aux: `fun` returns `(value, aux)`; aux is ignored, as in `jax.grad`.
         order: 1 (default) checks the gradient; 2 checks the Hessian, the
             Jacobian of `jax.grad(fun)`, as `check_hessian` does (a report with
-            entries located as `grad<path>[i] × params<path>[j]`).
+            entries located as `grad<path>[i] × params<path>[j]`): with
+            mode="full" the whole Hessian, with mode="fast" one Hessian-vector
+            product along a `seed`ed random tangent (`check_hessian(...,
+            hvp=True)`); mode="sample" is for order 1 only.
         mode: "full" (default) compares every entry. "fast" first compares, per
             leaf, 3 directional derivatives along seeded random directions (six
             evaluations of `fun` per leaf), then checks entry by entry only the
             leaves whose probes disagree, which locates the wrong entries.
             "sample" compares `samples` seeded random entries of every leaf.
-        samples: entries per leaf with mode="sample" (default 16; all entries of
-            a smaller leaf).
+        samples: entries per leaf with mode="sample" (None: 16; all entries of
+            a smaller leaf). Only for mode="sample".
         seed: seeds the random directions and entries; leaf L draws from
             `numpy.random.default_rng((seed, offset of L in θ))`.
         progress: None (default) shows a tqdm bar on stderr when stderr is a
@@ -274,20 +310,20 @@ def check_grad(
         ['3 directions', '3 directions']
     """
     fun, params, args, grad = select(fun, params, args, grad, argnums, has_aux)
+    _validate.check_mode(mode, samples, seed)
+    _validate.check_progress(progress)
+    _validate.check_devices(devices)
     if check_order(order, grad) == 2:
-        from ._hessian import hessian_report  # which imports this module
-
-        return hessian_report(
-            fun, params, args, method=method, eps=eps, atol=atol, rtol=rtol,
+        return _hessian(
+            fun, params, args, mode=mode, seed=seed, progress=progress,
+            devices=devices, method=method, eps=eps, atol=atol, rtol=rtol,
             chunk_size=chunk_size, memory_budget=memory_budget,
         )  # fmt: skip
     _validate.check_tolerance("atol", atol)
     _validate.check_tolerance("rtol", rtol)
     _validate.check_tolerance("nondet_tol", nondet_tol)
     _validate.check_flag("shadow", shadow)
-    _validate.check_mode(mode, samples, seed)
-    _validate.check_progress(progress)
-    _validate.check_devices(devices)
+    samples = DEFAULT_SAMPLES if samples is None else samples
     with tracking(progress) as tracker, sharded_over(devices):
         prepared = prepare(
             fun,
@@ -305,18 +341,22 @@ def check_grad(
         analytic = np.concatenate(
             [x.reshape(-1).astype(dtype) for x in analytic_leaves]
         )
-        entries, checked, probes = _entries_to_compare(
-            mode,
-            prepared,
-            analytic,
-            samples,
-            seed,
-            atol,
-            rtol,
-            chunk_size,
-            memory_budget,
-        )
         with numerical_side(prepared, base_value, shadow, method) as (numerical, note):
+            # Fast mode probes the function the entries are differenced in: the
+            # float64 twin when there is one, not the complex-step twin (the
+            # probes' steps are real).
+            entries, checked, probes = _entries_to_compare(
+                mode,
+                prepared,
+                prepared if method == "complex" else numerical,
+                analytic,
+                samples,
+                seed,
+                atol,
+                rtol,
+                chunk_size,
+                memory_budget,
+            )
             judged = judge(
                 numerical,
                 analytic,

@@ -12,6 +12,7 @@ Exit codes: 0 when the gradient is right, 1 when it is wrong, 2 for a usage erro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -48,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument(
         "--x64", action="store_true", help="enable jax_enable_x64 before loading"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="keep compiled programs in DIR, so the next run skips compiling them",
     )
     parser.add_argument("--json", metavar="OUT.json", help="write the report as JSON")
     parser.add_argument(
@@ -118,6 +124,18 @@ def _problem(made: Any, target: str) -> tuple[Any, Any, tuple[Any, ...], dict]:
     )
 
 
+def _compilation_cache(directory: str | None) -> Any:
+    """The persistent cache in `directory` (closed on exit), or nothing."""
+    if not directory:
+        return contextlib.nullcontext()
+    from ._compilation_cache import enable_compilation_cache
+
+    try:
+        return enable_compilation_cache(directory)
+    except ValueError as error:
+        raise UsageError(f"--cache-dir: {error}") from None
+
+
 def _check(args: argparse.Namespace) -> int:
     if args.x64:
         import jax
@@ -136,10 +154,11 @@ def _check(args: argparse.Namespace) -> int:
         value = getattr(args, name, None)
         if value is not None:
             options[name] = value
-    try:
-        report = check_grad(fun, params, *fun_args, **options)
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"{args.target}: {error}") from None
+    with _compilation_cache(args.cache_dir):
+        try:
+            report = check_grad(fun, params, *fun_args, **options)
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"{args.target}: {error}") from None
     print(report.verdict() if args.quiet else report)
     try:
         if args.json:

@@ -161,6 +161,7 @@ class Options:
     rtol: float | None
     chunk_size: int | None
     memory_budget: int
+    floor_dtypes: dict[int, np.dtype]  # per leaf position: the analytic dtype
 
 
 def _run(
@@ -213,7 +214,7 @@ def _run(
             n = (upper - lower) / length
             u = max(float(jnp.finfo(leaf.dtype).eps), out_eps)
             noise = NOISE_FACTOR * u * np.maximum(np.abs(upper), np.abs(lower)) / length
-        floor = default_floor(leaf.dtype)
+        floor = default_floor(o.floor_dtypes[leaf.position])
         band_atol = floor.atol * largest + noise if o.atol is None else o.atol
         band_rtol = floor.rtol if o.rtol is None else o.rtol
         tolerance = band_atol + band_rtol * np.maximum(np.abs(a), np.abs(n))
@@ -292,11 +293,17 @@ def probe_leaves(
     rtol: float | None,
     chunk_size: int | None,
     memory_budget: int,
+    analytic_leaves: Sequence[LeafInfo] | None = None,
 ) -> list[LeafProbes]:
     """Fast mode's verdict on every perturbed leaf, in `tree.leaves` order, for
-    the flat analytic gradient `analytic` (a zero-size leaf passes, unprobed)."""
-    o = Options(prepared, analytic, seed, atol, rtol, chunk_size, memory_budget)
+    the flat analytic gradient `analytic` (a zero-size leaf passes, unprobed).
+
+    `prepared` may be a float64 twin of `fun`; `analytic_leaves` (default: the
+    leaves of `prepared`) are then the original leaves, whose dtypes set the
+    floors of the pass band as in the entry-wise check."""
     tree = prepared.tree
+    floors = {x.position: x.dtype for x in analytic_leaves or tree.leaves}
+    o = Options(prepared, analytic, seed, atol, rtol, chunk_size, memory_budget, floors)
     out: dict[int, LeafProbes] = {}
     for block, leaves in probe_blocks(tree.leaves):
         supports = [Support(x, None, ()) for x in leaves]

@@ -1,12 +1,18 @@
 """Batched evaluation of `fun` at many perturbed points: `vmap` inside `jit`, in chunks.
 
-The perturbed leaves are grouped into blocks. A block is one large leaf, or a run
-of small leaves of one dtype, so a model with many biases does not pay one
-compilation per bias. Only the block carries the batch axis: everything `fun`
-computes before it touches the block is computed once per chunk, not once per
-perturbation. A block's perturbations are evaluated in chunks of a fixed size
-(the last one padded), so one compiled program serves every chunk of the block
-and a second check with the same shapes compiles nothing.
+The perturbed leaves are grouped into blocks, one compiled program each. A leaf
+with many entries to evaluate is a block alone; the leaves with few (biases,
+norms, or any leaf of which only a sample is checked) share blocks per dtype,
+wherever they sit in the pytree, so a model with many small leaves does not pay
+one compilation per leaf. Only the block carries the batch axis: everything
+`fun` computes before it touches the block is computed once per chunk, not once
+per perturbation. That is also why two large leaves of one shape get a program
+each: one program for both would batch `fun` from the first of them on, so every
+layer of a deep network would run as batched as its first. For large leaves the
+run time dominates the compile time, and it would nearly double. A block's
+perturbations are evaluated in chunks of a fixed size (the last one padded), so
+one compiled program serves every chunk of the block and a second check with the
+same shapes compiles nothing.
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of live intermediates per chunk
 # Accelerators prefer the largest chunk the budget allows.
 CPU_CHUNK_BYTES = 32 << 20
 
-# Leaves with fewer entries than this share a block with their neighbours of the
-# same dtype; a block of small leaves is closed once it reaches this size.
+# A leaf with fewer entries to evaluate than this shares a block with the other
+# such leaves of its dtype; a shared block is closed once it has this many to
+# evaluate (each evaluation copies the whole block, so its cost grows with both).
 MIN_BLOCK_SIZE = 4096
 
 
@@ -52,28 +59,62 @@ class Block:
     def size(self) -> int:
         return sum(self.sizes)
 
+    def starts(self) -> tuple[int, ...]:
+        """Where each leaf begins in the block's flat vector."""
+        return tuple(np.cumsum((0, *self.sizes[:-1])).tolist())
 
-def plan_blocks(leaves: Sequence[LeafInfo]) -> list[tuple[Block, list[LeafInfo]]]:
-    """Groups consecutive small leaves of one dtype; a big leaf is a block alone."""
+
+def plan_blocks(
+    leaves: Sequence[LeafInfo], counts: Sequence[int] | None = None
+) -> list[tuple[Block, list[LeafInfo]]]:
+    """The blocks that evaluate `counts[i]` entries of leaf i (default: all).
+
+    A leaf with at least `MIN_BLOCK_SIZE` entries to evaluate is a block alone;
+    the others are grouped per dtype in pytree order, wherever they sit, a group
+    closing at `MIN_BLOCK_SIZE` entries. Leaves with nothing to evaluate are left
+    out.
+    """
+    counts = [leaf.size for leaf in leaves] if counts is None else counts
     groups: list[list[LeafInfo]] = []
-    for leaf in leaves:
-        if leaf.size == 0:
+    open_groups: dict[tuple, tuple[list[LeafInfo], list[int]]] = {}
+    for leaf, count in zip(leaves, counts, strict=True):
+        if leaf.size == 0 or count == 0:
             continue
-        last = groups[-1] if groups else None
-        joins = (
-            last is not None
-            and leaf.size < MIN_BLOCK_SIZE
-            and sum(x.size for x in last) < MIN_BLOCK_SIZE
-            and (last[0].dtype, last[0].weak_type) == (leaf.dtype, leaf.weak_type)
-        )
-        if joins:
-            last.append(leaf)
-        else:
+        if count >= MIN_BLOCK_SIZE:
             groups.append([leaf])
+            continue
+        kind = (leaf.dtype, leaf.weak_type)
+        if kind not in open_groups:
+            groups.append([])
+            open_groups[kind] = (groups[-1], [0])
+        group, filled = open_groups[kind]
+        group.append(leaf)
+        filled[0] += count
+        if filled[0] >= MIN_BLOCK_SIZE:
+            del open_groups[kind]
     return [
         (Block(tuple(x.position for x in g), tuple(x.shape for x in g)), g)
         for g in groups
     ]
+
+
+def entries_by_block(
+    leaves: Sequence[LeafInfo], entries: np.ndarray
+) -> list[tuple[Block, list[LeafInfo], np.ndarray, np.ndarray]]:
+    """The blocks that evaluate `entries` (sorted offsets into θ), each with the
+    positions in `entries` it evaluates and their indices in its flat vector."""
+    bounds = [np.searchsorted(entries, [x.offset, x.offset + x.size]) for x in leaves]
+    plan = plan_blocks(leaves, [int(hi - lo) for lo, hi in bounds])
+    where = {leaf.position: bound for leaf, bound in zip(leaves, bounds, strict=True)}
+    out = []
+    for block, members in plan:
+        picked, local = [], []
+        for leaf, start in zip(members, block.starts(), strict=True):
+            lo, hi = where[leaf.position]
+            picked.append(np.arange(lo, hi))
+            local.append(entries[lo:hi] - leaf.offset + start)
+        out.append((block, members, np.concatenate(picked), np.concatenate(local)))
+    return out
 
 
 def _add_context(error: Exception, what: str) -> None:

@@ -279,8 +279,7 @@ def numeric_jacobian(
                 "`eps`, or eps=None for a step scaled to each entry."
             )
         u = max(float(jnp.finfo(dtype).eps), float(jnp.finfo(out_dtype).eps))
-        start = leaves[0].offset
-        part = slice(start, start + size)
+        part = np.concatenate([np.arange(x.offset, x.offset + x.size) for x in leaves])
         jacobian[:, part] = ((upper - lower) / delta[:, None]).T
         scale = np.maximum(np.abs(upper), np.abs(lower))
         noise[:, part] = (NOISE_FACTOR * u * scale / np.abs(delta)[:, None]).T

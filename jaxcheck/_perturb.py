@@ -19,8 +19,8 @@ import numpy as np
 from ._evaluate import (
     bytes_per_evaluation,
     chunk_length,
+    entries_by_block,
     evaluate_block,
-    plan_blocks,
 )
 from ._pytree import SplitTree
 from ._steps import host_dtype, perturbed_values
@@ -67,18 +67,14 @@ def evaluate_shifts(
     moved = np.full((2, len(shifts), n), np.nan)
     base = np.full(n, np.nan)
     spread = 0.0
-    for block, leaves in plan_blocks(tree.leaves):
-        start = leaves[0].offset
-        lo, hi = np.searchsorted(entries, [start, start + block.size])
-        if hi == lo:
-            continue
+    for block, leaves, picked, local in entries_by_block(tree.leaves, entries):
         dtype = leaves[0].dtype
         theta = np.concatenate(
             [np.asarray(tree.dynamic[x.position]).reshape(-1) for x in leaves]
         )
-        local = (entries[lo:hi] - start).astype(np.int32)
+        local = local.astype(np.int32)
         here = theta[local]
-        h = steps[lo:hi]
+        h = steps[picked]
         units = (1.0, 1j) if jnp.issubdtype(dtype, jnp.complexfloating) else (1.0,)
         units = (1j,) if imaginary else units
         moved_to = [
@@ -90,7 +86,7 @@ def evaluate_shifts(
         new = np.concatenate(moved_to + [np.repeat(theta[:1], repeats)])
         per_eval = bytes_per_evaluation(block, dtype.itemsize, fun_bytes)
         chunk = chunk_length(len(index), per_eval, memory_budget, chunk_size)
-        if chunk_size is None and hi - lo < block.size:
+        if chunk_size is None and len(picked) < block.size:
             # A subset of a block: round the chunk up to a power of two, so that
             # refinements of any size share a handful of compiled programs.
             chunk = min(_bit_ceil(len(index)), max(chunk, 8))
@@ -99,15 +95,15 @@ def evaluate_shifts(
         )
         out = (out.imag if imaginary else out).astype(np.float64)
         shifted, again = out[: len(out) - repeats], out[len(out) - repeats :]
-        shifted = shifted.reshape(len(units), len(shifts), hi - lo)
-        values[: len(units), :, lo:hi] = shifted
+        shifted = shifted.reshape(len(units), len(shifts), len(picked))
+        values[: len(units), :, picked] = shifted
         here_host = here.astype(host_dtype(dtype))
         for u, unit in enumerate(units):
             for k in range(len(shifts)):
                 delta = moved_to[u * len(shifts) + k].astype(host_dtype(dtype))
                 delta = delta - here_host
-                moved[u, k, lo:hi] = delta.imag if unit == 1j else delta.real
+                moved[u, k, picked] = delta.imag if unit == 1j else delta.real
         if repeats:
-            base[lo:hi] = np.mean(again)
+            base[picked] = np.mean(again)
             spread = max(spread, float(np.max(again) - np.min(again)))
     return Shifted(values, moved, base, spread)

@@ -17,6 +17,7 @@ Command line (overrides the ini file) and ini settings:
 | `--jaxcheck-mode M` | `jaxcheck_mode = M` | a `mode`: full, fast or sample |
 | `--jaxcheck-slow` | `jaxcheck_slow = true` | run tests marked `slow_gradcheck` |
 | `--jaxcheck-report-dir D` | `jaxcheck_report_dir = D` | failed reports as JSON, PNG |
+| `--jaxcheck-cache-dir D` | `jaxcheck_cache_dir = D` | persistent compilation cache |
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pytest
 _FLOATS = ("rtol", "atol", "eps")
 MARKER = "slow_gradcheck"
 _OPTIONS = pytest.StashKey[dict]()
+_CACHE = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -82,6 +84,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "jaxcheck_report_dir", "directory for reports of failed checks", default=""
     )
+    group.addoption(
+        "--jaxcheck-cache-dir",
+        default=None,
+        metavar="DIR",
+        help="keep compiled programs in DIR (see enable_compilation_cache), so the "
+        "next run of the suite skips compiling them",
+    )
+    parser.addini(
+        "jaxcheck_cache_dir", "persistent compilation cache directory", default=""
+    )
 
 
 def _setting(config: pytest.Config, name: str) -> Any:
@@ -131,6 +143,21 @@ def pytest_configure(config: pytest.Config) -> None:
         import jax
 
         jax.config.update("jax_enable_x64", True)
+    directory = _setting(config, "cache_dir")
+    if directory:
+        from ._compilation_cache import enable_compilation_cache
+
+        path = pathlib.Path(config.rootpath, directory)  # relative: from rootdir
+        try:
+            config.stash[_CACHE] = enable_compilation_cache(path)
+        except (TypeError, ValueError) as error:
+            raise pytest.UsageError(f"--jaxcheck-cache-dir: {error}") from None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cache = config.stash.get(_CACHE, None)
+    if cache is not None:
+        cache.close()
 
 
 def pytest_collection_modifyitems(

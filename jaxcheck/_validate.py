@@ -180,12 +180,18 @@ def check_mode(mode: Any, samples: Any, seed: Any) -> None:
             '"full" checks every entry, "fast" probes each leaf along random '
             'directions, "sample" checks `samples` random entries per leaf.'
         )
-    _check_positive_int(
-        "samples",
-        samples,
-        " (entries per leaf)",
-        'it is the number of random entries checked per leaf with mode="sample".',
-    )
+    if samples is not None and mode != "sample":
+        raise ValueError(
+            f'`samples` is the number of entries per leaf that mode="sample" '
+            f'checks, but mode={mode!r}; pass mode="sample" or drop `samples`.'
+        )
+    if samples is not None:
+        _check_positive_int(
+            "samples",
+            samples,
+            " (entries per leaf)",
+            'it is the number of random entries checked per leaf with mode="sample".',
+        )
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
         raise TypeError(
             f"`seed` must be a non-negative int, got {seed!r}; it seeds the random "

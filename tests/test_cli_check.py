@@ -99,6 +99,20 @@ def test_dict_factory_and_command_line_options(target, capsys, tmp_path):
     capsys.readouterr()
 
 
+def test_cache_dir_keeps_the_compiled_programs(target, capsys, tmp_path):
+    import jax
+
+    cache = tmp_path / "xla"
+    assert main(["check", target("good"), "--quiet", "--cache-dir", str(cache)]) == 0
+    assert capsys.readouterr().out.startswith("OK: all 86 entries")
+    assert any(cache.iterdir())
+    assert jax.config.jax_compilation_cache_dir is None  # closed after the check
+    (tmp_path / "a_file").write_text("")
+    args = ["check", target("good"), "--cache-dir", str(tmp_path / "a_file")]
+    assert main(args) == 2
+    assert "--cache-dir: `directory`" in capsys.readouterr().err
+
+
 def test_module_target(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "path", list(sys.path))
     package = tmp_path / "mymodels"

@@ -114,3 +114,83 @@ def test_repeated_checks_stay_cached():
     for seed in range(1, 4):
         assert jaxcheck.check_grad(fun, init_mlp(seed=seed), x, y).ok
     assert fun.calls == first
+
+
+def _deep_loss(params, x):
+    for layer in params:
+        x = jnp.tanh(x @ layer["w"] + layer["b"])
+    return jnp.sum(x**2)
+
+
+def _deep_model(depth=6, width=70):
+    rng = np.random.default_rng(0)
+    params = [
+        {
+            "w": jnp.asarray(rng.normal(size=(width, width)) / width),
+            "b": jnp.asarray(rng.normal(size=width)),
+        }
+        for _ in range(depth)
+    ]
+    return params, jnp.asarray(rng.normal(size=(3, width)))
+
+
+# Every check traces `fun` once for its output and once for `jax.grad`; each
+# further trace is one compiled batched program.
+BASE_TRACES = 2
+
+
+def test_small_leaves_share_one_program_wherever_they_sit():
+    # Six 70×70 weights (4,900 entries: a program each) and six biases of 70
+    # entries, no two of them adjacent in the pytree: the biases share one program.
+    fun = counted(_deep_loss)
+    params, x = _deep_model()
+    assert jaxcheck.check_grad(fun, params, x).ok
+    assert fun.calls == BASE_TRACES + 6 + 1
+
+
+@pytest.mark.parametrize("mode", ["sample", "fast"])
+def test_checks_of_a_few_entries_per_leaf_compile_one_program(mode):
+    # Sample mode evaluates 16 entries per leaf, fast mode a few directions:
+    # one program for all twelve leaves, not one per leaf.
+    fun = counted(_deep_loss)
+    params, x = _deep_model()
+    assert jaxcheck.check_grad(fun, params, x, mode=mode).ok
+    assert fun.calls == BASE_TRACES + 1
+
+
+def test_a_planted_bug_in_sample_mode_is_still_located():
+    params, x = _deep_model()
+    grad = jax.grad(_deep_loss)(params, x)
+    grad[3]["w"] = grad[3]["w"].at[5, 9].multiply(1.01)
+    report = jaxcheck.check_grad(
+        _deep_loss, params, x, grad=grad, mode="sample", samples=4900
+    )
+    assert not report.ok
+    assert [e.location for e in report.failures()] == ["[3]['w'][5, 9]"]
+
+
+def test_plan_groups_per_dtype_and_closes_full_groups():
+    from jaxcheck._evaluate import MIN_BLOCK_SIZE, plan_blocks
+    from jaxcheck._pytree import LeafInfo
+
+    def leaf(position, size, dtype):
+        return LeafInfo(f"[{position}]", (size,), np.dtype(dtype), False,
+                        position, position, 0)  # fmt: skip
+
+    small = MIN_BLOCK_SIZE // 3 + 1  # three fill a group
+    leaves = [
+        leaf(0, small, "float64"),
+        leaf(1, small, "float32"),
+        leaf(2, MIN_BLOCK_SIZE, "float64"),  # large: alone
+        leaf(3, small, "float64"),
+        leaf(4, small, "float64"),  # fills the float64 group
+        leaf(5, small, "float64"),  # a new group
+        leaf(6, small, "float32"),
+        leaf(7, 0, "float64"),  # nothing to evaluate
+    ]
+    plan = [block.positions for block, _ in plan_blocks(leaves)]
+    assert plan == [(0, 3, 4), (1, 6), (2,), (5,)]
+    # Counting only the entries to evaluate, the large leaf joins a group.
+    counts = [1] * len(leaves)
+    plan = [block.positions for block, _ in plan_blocks(leaves, counts)]
+    assert plan == [(0, 2, 3, 4, 5), (1, 6)]

@@ -53,9 +53,27 @@ def test_check_grad_order_2():
     assert report.worst(1)[0].location.startswith("grad[")
 
 
+def test_check_grad_order_2_fast_mode_checks_a_hessian_vector_product():
+    seen = []
+    report = jaxcheck.check_grad(
+        model_loss, PARAMS, DATA, order=2, mode="fast",
+        progress=lambda done, total: seen.append((done, total)),
+        devices=[jax.devices()[0]],
+    )  # fmt: skip
+    assert report.ok and report.seconds > 0
+    assert seen and seen[-1][0] == seen[-1][1]  # every evaluation reported
+    report = jaxcheck.check_grad(sin_loss, X, order=2, mode="fast", seed=3)
+    assert not report.ok
+    assert report.worst(1)[0].location.startswith("grad[")
+
+
 def test_hessian_bad_arguments():
     with pytest.raises(ValueError, match="`order`"):
         jaxcheck.check_grad(sin_loss, X, order=3)
+    with pytest.raises(ValueError, match='mode="sample" checks sampled entries'):
+        jaxcheck.check_grad(sin_loss, X, order=2, mode="sample")
+    with pytest.raises(ValueError, match="`samples` is the number of entries"):
+        jaxcheck.check_grad(sin_loss, X, order=2, samples=4)
     with pytest.raises(ValueError, match="`grad` cannot be given with order=2"):
         jaxcheck.check_grad(sin_loss, X, order=2, grad=X)
     with pytest.raises(ValueError, match="hvp=True"):

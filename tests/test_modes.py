@@ -145,6 +145,8 @@ def _never_called(params):
         ({"mode": "quick"}, ValueError, "`mode` must be one of"),
         ({"mode": "sample", "samples": 0}, ValueError, "`samples` must be at least"),
         ({"mode": "sample", "samples": 2.5}, TypeError, "`samples` must be a"),
+        ({"mode": "fast", "samples": 8}, ValueError, "`samples` is the number of"),
+        ({"samples": 8}, ValueError, "but mode='full'; pass mode=\"sample\""),
         ({"mode": "fast", "seed": -1}, TypeError, "`seed` must be a non-negative"),
         ({"mode": "fast", "seed": "0"}, TypeError, "`seed` must be a non-negative"),
     ],
@@ -152,3 +154,21 @@ def _never_called(params):
 def test_mode_arguments_are_validated_before_tracing(options, error, match):
     with pytest.raises(error, match=match):
         jaxcheck.check_grad(_never_called, {"w": jnp.ones(3)}, **options)
+
+
+def test_fast_mode_probes_a_float32_fun_in_its_float64_twin():
+    # J ≈ 1000 makes float32 round-off in J(θ ± v) about 4e-4·|J| per unit of
+    # direction, far above a 1% error of one entry; the float64 twin resolves it.
+    w = jnp.asarray(np.random.default_rng(0).normal(size=40), jnp.float32)
+
+    def loss(p):
+        return 1000.0 + jnp.sum(jnp.sin(p["w"]))
+
+    wrong = jnp.cos(w) * jnp.where(jnp.arange(40) == 7, 1.01, 1.0)
+    grad = {"w": wrong.astype(jnp.float32)}
+    right = jaxcheck.check_grad(loss, {"w": w}, mode="fast")
+    assert right.ok and right.note.startswith("differences in a float64 twin")
+    report = jaxcheck.check_grad(loss, {"w": w}, grad=grad, mode="fast")
+    assert not report.ok
+    assert report.leaves[0].checked.startswith("3 directions (failed)")
+    assert [e.location for e in report.failures()] == ["['w'][7]"]
