@@ -46,7 +46,9 @@ def width_for(target: float) -> int:
     return min(candidates, key=lambda h: (abs(n_params(h) - target), h))
 
 
-def build_model(h: int, seed: int = 0) -> tuple[list[dict], np.ndarray, np.ndarray]:
+def build_model(
+    h: int, seed: int = 0, batch: int = _BATCH
+) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """The weights and data as float64 NumPy arrays, so JAX and torch check
     bit-identical models.
 
@@ -60,7 +62,7 @@ def build_model(h: int, seed: int = 0) -> tuple[list[dict], np.ndarray, np.ndarr
         {"w": rng.normal(size=(a, b)) / math.sqrt(a), "b": 0.1 * rng.normal(size=b)}
         for a, b in zip(sizes[:-1], sizes[1:], strict=True)
     ]
-    return params, rng.normal(size=(_BATCH, _IN)), rng.normal(size=(_BATCH, _OUT))
+    return params, rng.normal(size=(batch, _IN)), rng.normal(size=(batch, _OUT))
 
 
 def mlp_loss(params: list[dict], x: jax.Array, y: jax.Array) -> jax.Array:
@@ -278,6 +280,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--max-torch-params", "N", num, 3e4, "skip torch's slow mode above N (3e4)"),
         ("--memory-params", "N", num, 1e6, "N of the --memory model (default 1e6)"),
         ("--memory-seconds", "S", num, 60.0, "stop --memory after S s (default 60)"),
+        ("--memory-batch", "B", count, _BATCH, f"--memory's batch (default {_BATCH})"),
         ("--cache-dir", "DIR", str, "", "persistent compilation cache (see README)"),
     ]
     for flag, metavar, kind, default, text in options:

@@ -24,7 +24,8 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 from jaxcheck._bench import build_model, mlp_loss
-params, x, y = jax.tree.map(jnp.asarray, build_model(int(sys.argv[1])))
+h, batch = int(sys.argv[1]), int(sys.argv[4])
+params, x, y = jax.tree.map(jnp.asarray, build_model(h, batch=batch))
 if sys.argv[2] == "check":
     import jaxcheck, time
     start, shown = time.monotonic(), [0.0]
@@ -39,7 +40,14 @@ if sys.argv[2] == "check":
     print("finished", ok)
 else:
     jax.jit(mlp_loss)(params, x, y).block_until_ready()
-print("maxrss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across exec, so it
+# would report the parent's size at fork when the parent is the larger.
+try:
+    with open("/proc/self/status") as f:
+        peak = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("maxrss_kib", peak)
 """
 
 
@@ -98,10 +106,16 @@ def measure_memory(args: argparse.Namespace) -> dict:
     n = n_params(h)
     model = f"model {8 * n:,} bytes ({8 * n / _MiB:.1f} MiB)"
     budget = f"memory_budget {MEMORY_BUDGET:,} bytes ({MEMORY_BUDGET / _MiB:.0f} MiB)"
-    print(f"memory: check_grad, float64 MLP h={h}, N={n:,}, {model}, {budget}\n")
+    print(
+        f"memory: check_grad, float64 MLP h={h}, N={n:,}, batch "
+        f"{args.memory_batch}, {model}, {budget}\n"
+    )
     sys.stdout.flush()  # the children take a minute
-    baseline = _sample_child([str(h), "baseline"], 600)
-    check = _sample_child([str(h), "check", str(MEMORY_BUDGET)], args.memory_seconds)
+    batch = str(args.memory_batch)
+    baseline = _sample_child([str(h), "baseline", "0", batch], 600)
+    check = _sample_child(
+        [str(h), "check", str(MEMORY_BUDGET), batch], args.memory_seconds
+    )
     if check["stopped"]:
         print(
             f"The check was STOPPED after the {args.memory_seconds:g} s limit, "
@@ -130,4 +144,5 @@ def measure_memory(args: argparse.Namespace) -> dict:
         f"difference: {peak - base:.0f} MiB; {model}; {budget}"
     )
     sizes = dict(h=h, N=n, model_bytes=8 * n, memory_budget=MEMORY_BUDGET)
+    sizes["batch"] = args.memory_batch
     return dict(sizes, limit_s=args.memory_seconds, check=check, baseline=baseline)

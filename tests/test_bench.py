@@ -83,10 +83,22 @@ def test_memory_mode_stops_the_check_at_the_limit(tmp_path, capsys):
     assert memory["memory_budget"] == 1 << 30
 
 
+def test_memory_mode_reports_a_finished_check(tmp_path, capsys):
+    path = tmp_path / "memory.json"
+    argv = ["bench", "--memory", "--memory-params", "300", "--memory-batch", "2"]
+    assert _cli.main([*argv, "--memory-seconds", "300", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "batch 2" in out and "The check finished in" in out and "ok=True" in out
+    memory = json.loads(path.read_text())["memory"]
+    assert memory["batch"] == 2 and not memory["check"]["stopped"]
+    assert memory["check"]["peak_rss_bytes"] > memory["baseline"]["peak_rss_bytes"]
+
+
 @pytest.mark.parametrize(
     "option, value",
     [
         ("--repeats", "0"),
+        ("--memory-batch", "0"),
         ("--params", "-1"),
         ("--params", "0"),
         ("--widths", "2.5"),
