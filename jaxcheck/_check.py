@@ -10,115 +10,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate
+from ._analytic import analytic_side, fun_name
 from ._argnums import check_order, select
 from ._directional import DEFAULT_PROBES, probe_leaves
 from ._errors import GradCheckError
-from ._evaluate import DEFAULT_MEMORY_BUDGET, value_and_grad
-from ._numerical import Prepared, base_value_of, prepare
+from ._evaluate import DEFAULT_MEMORY_BUDGET
+from ._numerical import Prepared, prepare
 from ._progress import tracking
-from ._pytree import SplitTree, format_path
 from ._refine import judge
 from ._report import GradCheckReport
 from ._sampling import DEFAULT_SAMPLES, sampled_entries, suspect_entries
 from ._sharding import sharded_over
 from ._steps import NOISE_FACTOR
 from ._twins import numerical_side
-
-
-def _fun_name(fun: Callable[..., Any]) -> str:
-    return (
-        getattr(fun, "__qualname__", None)
-        or getattr(fun, "__name__", None)
-        or repr(fun)
-    )
-
-
-def _missing_path(params: Any, grad: Any) -> str | None:
-    """The first path of `params` that `grad` does not have, if any."""
-    for key_path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
-        node = grad
-        for depth, key in enumerate(key_path):
-            try:
-                if isinstance(key, jax.tree_util.DictKey):
-                    node = node[key.key]
-                elif isinstance(key, jax.tree_util.SequenceKey):
-                    node = node[key.idx]
-                elif isinstance(key, jax.tree_util.GetAttrKey):
-                    node = getattr(node, key.name)
-                else:
-                    return None
-            except (KeyError, IndexError, TypeError, AttributeError):
-                return format_path(jax.tree_util.keystr(key_path[: depth + 1]))
-    return None
-
-
-def _given_gradient_leaves(grad: Any, params: Any, tree: SplitTree) -> list[np.ndarray]:
-    """The entries of a user-given gradient pytree at the perturbed leaves, checked
-    against `params` for structure, shape and dtype."""
-    try:
-        flat = tree.params_treedef.flatten_up_to(grad)
-    except (ValueError, TypeError) as error:
-        missing = _missing_path(params, grad)
-        where = f" `grad` has no {missing};" if missing else ""
-        raise ValueError(
-            "`grad` must have the tree structure of `params` (None or anything at "
-            f"non-floating leaves), but it differs:{where} {error}"
-        ) from None
-    out = []
-    for leaf in tree.leaves:
-        value = flat[leaf.tree_index]
-        where = format_path(leaf.path)
-        if not hasattr(value, "shape") and not isinstance(value, (float, complex, int)):
-            raise TypeError(
-                f"`grad` at {where} must be an array like the parameter, got "
-                f"{type(value).__name__}."
-            )
-        array = np.asarray(value)
-        if array.shape != leaf.shape:
-            raise ValueError(
-                f"`grad` at {where} has shape {array.shape}, but the parameter has "
-                f"shape {leaf.shape}; return one derivative per parameter entry."
-            )
-        dtype_ok = (
-            np.issubdtype(array.dtype, np.inexact)
-            if leaf.weak_type
-            else array.dtype == leaf.dtype
-        )
-        if not dtype_ok:
-            raise ValueError(
-                f"`grad` at {where} has dtype {array.dtype.name}, but the parameter is "
-                f"{leaf.dtype.name}; a gradient has its parameter's dtype (cast with "
-                f"`.astype(jnp.{leaf.dtype.name})`)."
-            )
-        out.append(array)
-    return out
-
-
-def _analytic(
-    grad: Any, prepared: Prepared, params: Any, args: tuple[Any, ...]
-) -> tuple[float, list[np.ndarray]]:
-    """The base value J(θ) and the analytic gradient at the perturbed leaves."""
-    tree = prepared.tree
-    if grad is None:
-        positions = tuple(leaf.position for leaf in tree.leaves)
-        try:
-            value, leaves = value_and_grad(tree.problem, positions, tree.dynamic)
-        except Exception as error:
-            error.add_note("jaxcheck: raised while computing `jax.grad(fun)`.")
-            raise
-        value = float(value)
-        _validate.check_base_value(value, tree)
-        return value, [np.asarray(x) for x in leaves]
-    value = base_value_of(prepared)
-    if callable(grad):
-        try:
-            grad = grad(params, *args)
-        except Exception as error:
-            error.add_note(
-                "jaxcheck: raised by the `grad` callable, grad(params, *args)."
-            )
-            raise
-    return value, _given_gradient_leaves(grad, params, tree)
 
 
 def _entries_to_compare(
@@ -335,7 +239,7 @@ def check_grad(
             memory_budget=memory_budget,
         )
         tree = prepared.tree
-        base_value, analytic_leaves = _analytic(grad, prepared, params, args)
+        base_value, analytic_leaves = analytic_side(grad, prepared, params, args)
         is_complex = any(x.dtype.kind == "c" for x in tree.leaves)
         dtype = np.complex128 if is_complex else np.float64
         analytic = np.concatenate(
@@ -373,7 +277,7 @@ def check_grad(
             nondet_tol = NOISE_FACTOR * float(jnp.finfo(numerical.out_dtype).eps)
             nondet_tol *= abs(base_value)
         report = GradCheckReport(
-            fun_name=_fun_name(fun),
+            fun_name=fun_name(fun),
             method=method,
             leaves=tree.leaves,
             skipped=tree.skipped,

@@ -16,8 +16,9 @@ from typing import Any
 import jax
 
 from . import _validate
+from ._analytic import fun_name
 from ._errors import GradCheckError
-from ._jacobian import check_modes, check_primals, fun_name
+from ._jacobian import check_modes, check_primals
 from ._vjp_jvp import jvp_report, vjp_report
 
 MODES = ("fwd", "rev")

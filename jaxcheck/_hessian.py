@@ -17,8 +17,9 @@ from typing import Any
 import jax
 
 from . import _validate
+from ._analytic import fun_name
 from ._evaluate import DEFAULT_MEMORY_BUDGET
-from ._jacobian import MODES, check_modes, fun_name, jacobian_check, raise_if_failed
+from ._jacobian import MODES, check_modes, jacobian_check, raise_if_failed
 from ._jacobian_report import JacobianReport
 from ._numerical_jacobian import of_some_leaves
 from ._pytree import is_differentiable_leaf, split

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from . import _validate
+from ._analytic import fun_name
 from ._errors import GradCheckError
 from ._evaluate import DEFAULT_MEMORY_BUDGET
 from ._jacobian_report import JacobianReport, jacobian_report
@@ -38,10 +39,6 @@ class Star:
 
     def __repr__(self) -> str:
         return fun_name(self.fun)
-
-
-def fun_name(fun: Callable[..., Any]) -> str:
-    return getattr(fun, "__qualname__", None) or getattr(fun, "__name__", repr(fun))
 
 
 def check_primals(primals: Any, name: str = "primals") -> tuple[Any, ...]:

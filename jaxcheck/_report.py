@@ -26,6 +26,11 @@ from ._pytree import LeafInfo, format_path
 _WORST_SHOWN = 5
 
 
+def _count(n: int, one: str, many: str) -> str:
+    """ "1 leaf", "2 leaves"."""
+    return f"{n} {one if n == 1 else many}"
+
+
 def _location(path: str, index: tuple[int, ...]) -> str:
     return format_path(path) + (f"[{', '.join(map(str, index))}]" if index else "")
 
@@ -248,23 +253,25 @@ class GradCheckReport:
             if self.num_kinks
             else ""
         )
-        n_leaves = len(self.leaves)
+        n_leaves = _count(len(self.leaves), "leaf", "leaves")
         if self.ok and self.mode == "full":
+            entries = _count(self.num_entries, "entry", "entries")
             return (
-                f"OK: all {self.num_entries} entries of {n_leaves} leaves "
-                f"agree (rel diff {self.rel_diff:.1e}){kinks}."
+                f"OK: all {entries} of {n_leaves} agree (rel diff "
+                f"{self.rel_diff:.1e}){kinks}."
             )
         if self.ok and self.mode == "sample":
             return (
                 f"OK: {self.num_entries} sampled entries of {self.num_params}, in "
-                f"all {n_leaves} leaves, agree (sample mode; rel diff "
+                f"all {n_leaves}, agree (sample mode; rel diff "
                 f"{self.rel_diff:.1e}){kinks}."
             )
         if self.ok:
+            one_by_one = _count(self.num_entries, "entry was", "entries were")
             return (
-                f"OK: all {n_leaves} leaves ({self.num_params} entries) agree along "
-                f"random directions; {self.num_entries} entries were checked one by "
-                f"one (fast mode; rel diff {self.rel_diff:.1e}){kinks}."
+                f"OK: all {n_leaves} ({self.num_params} entries) agree along "
+                f"random directions; {one_by_one} checked one by one (fast mode; "
+                f"rel diff {self.rel_diff:.1e}){kinks}."
             )
         worst = self.worst(1)[0]
         bad_leaves = [s.path for s in self.leaves if s.status != "ok"]
@@ -282,7 +289,8 @@ class GradCheckReport:
         mode = "" if self.mode == "full" else f", {self.mode} mode"
         lines = [
             f"Gradient check of `{self.fun_name}` ({self.method} differences{mode}): "
-            f"{self.num_params} entries in {len(self.leaves)} leaves"
+            f"{_count(self.num_params, 'entry', 'entries')} in "
+            f"{_count(len(self.leaves), 'leaf', 'leaves')}"
             + (f"; {self.note}" if self.note else "")
         ]
         width = max([len(s.path) for s in self.leaves] + [4])

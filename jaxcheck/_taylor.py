@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate
-from ._check import _analytic, _fun_name
+from ._analytic import analytic_side, fun_name
 from ._errors import GradCheckError
 from ._evaluate import (
     DEFAULT_MEMORY_BUDGET,
@@ -224,7 +224,7 @@ def taylor_test(
         memory_budget=memory_budget,
     )
     tree = prepared.tree
-    _, grads = _analytic(grad, prepared, params, args)
+    _, grads = analytic_side(grad, prepared, params, args)
     leaves = tree.leaves
     grads = [
         np.asarray(g).astype(host_dtype(x.dtype))
@@ -269,7 +269,7 @@ def taylor_test(
             judge_direction(name, size, steps, remainders, floors, grad_finite)
         )
     return TaylorReport(
-        fun_name=_fun_name(fun),
+        fun_name=fun_name(fun),
         seed=int(seed),
         ok=all(d.ok for d in results),
         directions=tuple(results),

@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate
+from ._analytic import fun_name
 from ._check import check_grad
 from ._evaluate import DEFAULT_MEMORY_BUDGET
-from ._jacobian import check_primals, fun_name, raise_if_failed
+from ._jacobian import check_primals, raise_if_failed
 from ._jacobian_report import JacobianReport, jacobian_report
 from ._numerical_jacobian import (
     VectorFun,
