@@ -17,6 +17,7 @@ from ._errors import GradCheckError
 from ._evaluate import DEFAULT_MEMORY_BUDGET
 from ._numerical import Prepared, prepare
 from ._progress import tracking
+from ._pytree import LeafInfo
 from ._refine import judge
 from ._report import GradCheckReport
 from ._sampling import DEFAULT_SAMPLES, sampled_entries, suspect_entries
@@ -27,7 +28,7 @@ from ._twins import numerical_side
 
 def _entries_to_compare(
     mode: str,
-    prepared: Prepared,
+    leaves: Sequence[LeafInfo],
     probed: Prepared,
     analytic: np.ndarray,
     samples: int,
@@ -39,8 +40,7 @@ def _entries_to_compare(
 ) -> tuple[np.ndarray | None, list[str] | None, list[Any] | None]:
     """The entries compared one by one (None: all), how each leaf was checked
     and fast mode's probes per leaf, whose differences are taken in `probed`
-    (`prepared` or its float64 twin)."""
-    leaves = prepared.tree.leaves
+    (the prepared `fun` or its float64 twin; `leaves` are the original ones)."""
     if mode == "sample":
         return (*sampled_entries(leaves, samples, seed), None)
     if mode == "full":
@@ -251,7 +251,7 @@ def check_grad(
             # probes' steps are real).
             entries, checked, probes = _entries_to_compare(
                 mode,
-                prepared,
+                tree.leaves,
                 prepared if method == "complex" else numerical,
                 analytic,
                 samples,

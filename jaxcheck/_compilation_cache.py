@@ -39,6 +39,11 @@ def _directory(directory: Any) -> pathlib.Path:
             "`directory` must be a path (a str or os.PathLike) or None for "
             f"{default_directory()}, got {type(directory).__name__}."
         )
+    if not str(directory):
+        raise ValueError(
+            "`directory` is empty; pass a directory for the compiled programs, or "
+            f"None for {default_directory()}."
+        )
     return pathlib.Path(directory).expanduser()
 
 

@@ -93,6 +93,8 @@ def test_default_directory_follows_xdg_cache_home(tmp_path, monkeypatch):
 def test_bad_directories_are_refused(tmp_path):
     with pytest.raises(TypeError, match="`directory` must be a path"):
         jaxcheck.enable_compilation_cache(123)
+    with pytest.raises(ValueError, match="`directory` is empty"):
+        jaxcheck.enable_compilation_cache("")
     a_file = tmp_path / "file"
     a_file.write_text("")
     with pytest.raises(ValueError, match="`directory` .*is not a directory"):
