@@ -13,7 +13,7 @@ from ._errors import GradCheckError as GradCheckError
 from ._hessian import check_hessian as check_hessian
 from ._jacobian import check_jacobian as check_jacobian
 from ._jacobian_report import JacobianReport as JacobianReport
-from ._numerical import numerical_grad as numerical_grad
+from ._numerical_grad import numerical_grad as numerical_grad
 from ._report import EntryReport as EntryReport
 from ._report import GradCheckReport as GradCheckReport
 from ._report import LeafSummary as LeafSummary

@@ -27,51 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from ._bench_model import BATCH, build_model, mlp_loss, n_params, width_for
 from ._bench_torch import import_torch, torch_gradcheck
 
 LOOP_STEP = 2.0**-17  # the loop's finite-difference step, exact in binary
-MEMORY_BUDGET = 1 << 30
-_IN, _OUT, _BATCH = 16, 4, 32
-
-
-def n_params(h: int) -> int:
-    """Parameter count of the MLP [16, h, h, h, 4]: 2h² + 23h + 4."""
-    return 2 * h * h + 23 * h + 4
-
-
-def width_for(target: float) -> int:
-    """The hidden width h whose parameter count is closest to `target`."""
-    root = (-23 + math.sqrt(529 + 8 * max(target - 4, 0))) / 4
-    candidates = {max(1, math.floor(root)), max(1, math.ceil(root))}
-    return min(candidates, key=lambda h: (abs(n_params(h) - target), h))
-
-
-def build_model(
-    h: int, seed: int = 0, batch: int = _BATCH
-) -> tuple[list[dict], np.ndarray, np.ndarray]:
-    """The weights and data as float64 NumPy arrays, so JAX and torch check
-    bit-identical models.
-
-    Returns:
-        `(params, x, y)`: a list of {"w": (a, b), "b": (b,)} layers, inputs (32, 16)
-        and targets (32, 4).
-    """
-    rng = np.random.default_rng(seed)
-    sizes = [_IN, h, h, h, _OUT]
-    params = [
-        {"w": rng.normal(size=(a, b)) / math.sqrt(a), "b": 0.1 * rng.normal(size=b)}
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
-    ]
-    return params, rng.normal(size=(batch, _IN)), rng.normal(size=(batch, _OUT))
-
-
-def mlp_loss(params: list[dict], x: jax.Array, y: jax.Array) -> jax.Array:
-    """Half the mean squared error of the tanh MLP (its last layer is linear)."""
-    hidden = x
-    for layer in params[:-1]:
-        hidden = jnp.tanh(hidden @ layer["w"] + layer["b"])
-    out = hidden @ params[-1]["w"] + params[-1]["b"]
-    return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, axis=-1))
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -280,7 +239,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--max-torch-params", "N", num, 3e4, "skip torch's slow mode above N (3e4)"),
         ("--memory-params", "N", num, 1e6, "N of the --memory model (default 1e6)"),
         ("--memory-seconds", "S", num, 60.0, "stop --memory after S s (default 60)"),
-        ("--memory-batch", "B", count, _BATCH, f"--memory's batch (default {_BATCH})"),
+        ("--memory-batch", "B", count, BATCH, f"--memory's batch (default {BATCH})"),
         ("--cache-dir", "DIR", str, "", "persistent compilation cache (see README)"),
     ]
     for flag, metavar, kind, default, text in options:
@@ -338,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
         targets = args.params or ([] if args.widths else [1e3, 1e4, 1e5])
         widths = sorted({width_for(t) for t in targets} | set(args.widths or []))
         print(
-            f"model: tanh MLP [16, h, h, h, 4], batch {_BATCH}, N = 2h² + 23h + 4; "
+            f"model: tanh MLP [16, h, h, h, 4], batch {BATCH}, N = 2h² + 23h + 4; "
             f"medians of {args.repeats} repeat(s)\n",
             flush=True,
         )

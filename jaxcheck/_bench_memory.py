@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 
-from ._bench import MEMORY_BUDGET, n_params, width_for
+from ._bench_model import MEMORY_BUDGET, n_params, width_for
 
 _MiB = 1 << 20
 
@@ -23,7 +23,7 @@ import resource, sys
 import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
-from jaxcheck._bench import build_model, mlp_loss
+from jaxcheck._bench_model import build_model, mlp_loss
 h, batch = int(sys.argv[1]), int(sys.argv[4])
 params, x, y = jax.tree.map(jnp.asarray, build_model(h, batch=batch))
 if sys.argv[2] == "check":

@@ -6,84 +6,34 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from . import _validate
-from ._analytic import analytic_side, fun_name
 from ._argnums import check_order, select
-from ._directional import DEFAULT_PROBES, probe_leaves
 from ._errors import GradCheckError
 from ._evaluate import DEFAULT_MEMORY_BUDGET
-from ._numerical import Prepared, prepare
+from ._gradient import gradient_report
+from ._hessian import hessian_report
+from ._options import Options, make_options
 from ._progress import tracking
-from ._pytree import LeafInfo
-from ._refine import judge
 from ._report import GradCheckReport
-from ._sampling import DEFAULT_SAMPLES, sampled_entries, suspect_entries
 from ._sharding import sharded_over
-from ._steps import NOISE_FACTOR
-from ._twins import numerical_side
-
-
-def _entries_to_compare(
-    mode: str,
-    leaves: Sequence[LeafInfo],
-    probed: Prepared,
-    analytic: np.ndarray,
-    samples: int,
-    seed: int,
-    atol: float | None,
-    rtol: float | None,
-    chunk_size: int | None,
-    memory_budget: int,
-) -> tuple[np.ndarray | None, list[str] | None, list[Any] | None]:
-    """The entries compared one by one (None: all), how each leaf was checked
-    and fast mode's probes per leaf, whose differences are taken in `probed`
-    (the prepared `fun` or its float64 twin; `leaves` are the original ones)."""
-    if mode == "sample":
-        return (*sampled_entries(leaves, samples, seed), None)
-    if mode == "full":
-        return None, None, None
-    verdicts = probe_leaves(
-        probed,
-        analytic,
-        probes=DEFAULT_PROBES,
-        seed=seed,
-        atol=atol,
-        rtol=rtol,
-        chunk_size=chunk_size,
-        memory_budget=memory_budget,
-        analytic_leaves=leaves,
-    )
-    return (*suspect_entries(leaves, verdicts), [v.probes for v in verdicts])
 
 
 def _hessian(
-    fun: Callable[..., Any],
-    params: Any,
-    args: tuple[Any, ...],
-    *,
-    mode: str,
-    seed: int,
-    progress: Any,
-    devices: Any,
-    **options: Any,
+    fun: Callable[..., Any], params: Any, args: tuple[Any, ...], options: Options
 ) -> GradCheckReport:
     """`check_grad(..., order=2)`: the Hessian (mode="full") or one
     Hessian-vector product (mode="fast"), with progress and devices as for the
     gradient."""
-    from ._hessian import hessian_report  # which imports this module
-
-    if mode == "sample":
+    if options.mode == "sample":
         raise ValueError(
             'mode="sample" checks sampled entries of a gradient (order=1); for '
             'order=2 use mode="full" (the whole Hessian) or mode="fast" (one '
             "Hessian-vector product)."
         )
-    with tracking(progress) as tracker, sharded_over(devices):
-        report = hessian_report(fun, params, args, hvp=mode == "fast", seed=seed,
-                                **options)  # fmt: skip
+    with tracking(options.progress) as tracker, sharded_over(options.devices):
+        report = hessian_report(
+            fun, params, args, hvp=options.mode == "fast", options=options
+        )
     report.seconds = tracker.seconds
     report.compile_seconds = tracker.compile_seconds
     return report
@@ -214,86 +164,14 @@ def check_grad(
         ['3 directions', '3 directions']
     """
     fun, params, args, grad = select(fun, params, args, grad, argnums, has_aux)
-    _validate.check_mode(mode, samples, seed)
-    _validate.check_progress(progress)
-    _validate.check_devices(devices)
+    options = make_options(
+        method=method, eps=eps, atol=atol, rtol=rtol, nondet_tol=nondet_tol,
+        shadow=shadow, chunk_size=chunk_size, memory_budget=memory_budget,
+        mode=mode, samples=samples, seed=seed, progress=progress, devices=devices,
+    )  # fmt: skip
     if check_order(order, grad) == 2:
-        return _hessian(
-            fun, params, args, mode=mode, seed=seed, progress=progress,
-            devices=devices, method=method, eps=eps, atol=atol, rtol=rtol,
-            chunk_size=chunk_size, memory_budget=memory_budget,
-        )  # fmt: skip
-    _validate.check_tolerance("atol", atol)
-    _validate.check_tolerance("rtol", rtol)
-    _validate.check_tolerance("nondet_tol", nondet_tol)
-    _validate.check_flag("shadow", shadow)
-    samples = DEFAULT_SAMPLES if samples is None else samples
-    with tracking(progress) as tracker, sharded_over(devices):
-        prepared = prepare(
-            fun,
-            params,
-            args,
-            method=method,
-            eps=eps,
-            chunk_size=chunk_size,
-            memory_budget=memory_budget,
-        )
-        tree = prepared.tree
-        base_value, analytic_leaves = analytic_side(grad, prepared, params, args)
-        is_complex = any(x.dtype.kind == "c" for x in tree.leaves)
-        dtype = np.complex128 if is_complex else np.float64
-        analytic = np.concatenate(
-            [x.reshape(-1).astype(dtype) for x in analytic_leaves]
-        )
-        with numerical_side(prepared, base_value, shadow, method) as (numerical, note):
-            # Fast mode probes the function the entries are differenced in: the
-            # float64 twin when there is one, not the complex-step twin (the
-            # probes' steps are real).
-            entries, checked, probes = _entries_to_compare(
-                mode,
-                tree.leaves,
-                prepared if method == "complex" else numerical,
-                analytic,
-                samples,
-                seed,
-                atol,
-                rtol,
-                chunk_size,
-                memory_budget,
-            )
-            judged = judge(
-                numerical,
-                analytic,
-                method=method,
-                eps=eps,
-                atol=atol,
-                rtol=rtol,
-                chunk_size=chunk_size,
-                memory_budget=memory_budget,
-                leaves=tree.leaves,
-                entries=entries,
-            )
-        if nondet_tol is None:
-            nondet_tol = NOISE_FACTOR * float(jnp.finfo(numerical.out_dtype).eps)
-            nondet_tol *= abs(base_value)
-        report = GradCheckReport(
-            fun_name=fun_name(fun),
-            method=method,
-            leaves=tree.leaves,
-            skipped=tree.skipped,
-            comparison=judged.comparison,
-            steps=judged.steps,
-            spread=judged.spread,
-            nondet_tol=nondet_tol,
-            note=note,
-            mode=mode,
-            entries=entries,
-            checked=checked,
-            probes=probes,
-        )
-    report.seconds = tracker.seconds
-    report.compile_seconds = tracker.compile_seconds
-    return report
+        return _hessian(fun, params, args, options)
+    return gradient_report(fun, params, args, grad, options)
 
 
 def assert_grad(fun: Callable[..., Any], params: Any, *args: Any, **options: Any):

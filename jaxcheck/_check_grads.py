@@ -10,18 +10,26 @@ tolerances of the entry's dtype, never scaled by the size of an array.
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from . import _validate
 from ._analytic import fun_name
 from ._errors import GradCheckError
 from ._jacobian import check_modes, check_primals
-from ._vjp_jvp import jvp_report, vjp_report
+from ._jax_tolerance import jax_tolerances
+from ._numerical_jacobian import JACOBIAN_METHODS, output_shape
+from ._options import Options, make_options
+from ._pytree import is_differentiable_leaf
+from ._vjp_jvp import cotangents_for, jvp_report, vjp_report
 
-MODES = ("fwd", "rev")
+MODES = ("fwd", "rev", "lin")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +43,21 @@ class _JvpOf:
 
     def __repr__(self) -> str:
         return f"jvp of {fun_name(self.f)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _JvpFromLinearize:
+    """`(primals, tangents) ↦ (f(primals), f_lin(tangents))` from `jax.linearize`,
+    the JVP that JAX's check_grads checks for "lin"."""
+
+    f: Callable[..., Any]
+
+    def __call__(self, primals: Any, tangents: Any) -> Any:
+        out, f_lin = jax.linearize(self.f, *primals)
+        return out, f_lin(*tangents)
+
+    def __repr__(self) -> str:
+        return f"linearized {fun_name(self.f)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +79,7 @@ def check_grads(
     f: Callable[..., Any],
     args: Sequence[Any],
     order: int,
-    modes: Sequence[str] = MODES,
+    modes: Sequence[str] = ("fwd", "rev"),
     atol: float | None = None,
     rtol: float | None = None,
     eps: float | None = None,
@@ -113,21 +136,87 @@ def check_grads(
     if not isinstance(order, int) or isinstance(order, bool) or order < 1:
         raise ValueError(f"`order` must be a positive int, got {order!r}.")
     modes = check_modes(modes, MODES)
-    options = dict(atol=atol, rtol=rtol, eps=eps)
+    options = make_options(
+        eps=eps, methods=JACOBIAN_METHODS, floors=jax_tolerances(atol, rtol),
+        nan_agrees=True,
+    )  # fmt: skip
 
     def check(f: Callable[..., Any], args: tuple[Any, ...], order: int, what: str):
+        if _nothing_to_compare(f, args):
+            return  # as in JAX: no entries, nothing can differ
         if "fwd" in modes:
             msg = f"JVP of {what}" if what else "JVP"
-            _raise_if_failed(msg, jvp_report(f, args, None, None, **options))
+            _raise_if_failed(msg, jvp_report(f, args, None, None, options))
             if order > 1:
                 check(_JvpOf(f), (args, args), order - 1, msg)
         if "rev" in modes:
             msg = f"VJP of {what}" if what else "VJP"
-            _raise_if_failed(msg, vjp_report(f, args, None, None, **options))
+            _check_vjp(f, args, options, msg)
             if order > 1:
                 check(_VjpOf(f), args, order - 1, msg)
+        if "lin" in modes:
+            msg = f"LIN of {what}" if what else "LIN"
+            jvp_fn = _JvpFromLinearize(f)
+            _raise_if_failed(msg, jvp_report(f, args, jvp_fn, None, options))
+            if order > 1:
+                check(jvp_fn, (args, args), order - 1, msg)
 
     check(f, args, order, "")
+
+
+def _nothing_to_compare(f: Callable[..., Any], args: tuple[Any, ...]) -> bool:
+    """No floating entry in `args`, or none in `f`'s output: every derivative
+    of any order is empty."""
+    inputs = [x for x in jax.tree_util.tree_leaves(args) if is_differentiable_leaf(x)]
+    if sum(np.size(x) for x in inputs) == 0:
+        return True
+    out = jax.tree_util.tree_leaves(output_shape(f, *args))
+    return sum(math.prod(x.shape) for x in out) == 0
+
+
+def _check_vjp(
+    f: Callable[..., Any], args: tuple[Any, ...], options: Options, what: str
+) -> None:
+    """The VJP check, entry by entry, with JAX's verdicts where `f(*args)` has
+    NaN or Inf entries.
+
+    There ⟨c, f⟩ is not finite, so its gradient cannot be differenced. JAX
+    compares one projection of each side: an output stuck at ±Inf does not move
+    (`inf - inf` counts as 0), and NaN on both sides agrees. So here: ±Inf
+    outputs get a zero cotangent and the rest is checked entry by entry; with a
+    NaN output, a VJP that is NaN too agrees (with a warning), a finite one fails.
+    """
+    out = jax.tree_util.tree_leaves(f(*args))
+    if all(np.all(np.isfinite(np.asarray(x))) for x in out):
+        _raise_if_failed(what, vjp_report(f, args, None, None, options))
+        return
+    c = cotangents_for(f, args, None, options.seed)
+    if not any(np.any(np.isnan(np.asarray(x))) for x in out):
+        treedef = jax.tree_util.tree_structure(c)
+        masked = [
+            jnp.where(jnp.isinf(o), jnp.zeros_like(x), x)
+            for x, o in zip(jax.tree_util.tree_leaves(c), out, strict=True)
+        ]
+        c = jax.tree_util.tree_unflatten(treedef, masked)
+        _raise_if_failed(what, vjp_report(f, args, None, c, options))
+        return
+    vjp = jax.tree_util.tree_leaves(jax.vjp(f, *args)[1](c))
+    if all(np.all(np.isfinite(np.asarray(x))) for x in vjp if _is_numeric(x)):
+        raise GradCheckError(
+            f"{what} check failed: `f` is NaN at `args`, so are its finite "
+            "differences, but its VJP is finite."
+        )
+    warnings.warn(
+        f"{what}: `f` is NaN at `args` and so is its VJP; as in "
+        "jax.test_util.check_grads, NaN on both sides counts as agreement (the VJP "
+        "was not checked entry by entry).",
+        stacklevel=5,
+    )
+
+
+def _is_numeric(x: Any) -> bool:
+    dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
+    return dtype.kind in "fc"
 
 
 def _raise_if_failed(what: str, report: Any) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
+import jax.numpy as jnp
 import numpy as np
 
 from ._pytree import LeafInfo
@@ -11,11 +13,12 @@ from ._steps import default_floor
 
 # Per-entry verdicts, stored as small ints in `Comparison.status`. Entries with a
 # status of FAILING or above fail the check.
-OK, KINK, MISMATCH, ANALYTIC_NONFINITE, INCONCLUSIVE = 0, 1, 2, 3, 4
+OK, KINK, BOTH_NONFINITE, MISMATCH, ANALYTIC_NONFINITE, INCONCLUSIVE = range(6)
 FAILING = MISMATCH
 STATUS_NAMES = {
     OK: "ok",
     KINK: "kink",
+    BOTH_NONFINITE: "nan/inf on both sides",
     MISMATCH: "mismatch",
     ANALYTIC_NONFINITE: "analytic nan/inf",
     INCONCLUSIVE: "inconclusive",
@@ -33,6 +36,12 @@ class Comparison:
     tolerance: np.ndarray  # the entry's pass band for abs_err
     status: np.ndarray  # int8 codes, see STATUS_NAMES
 
+    def column(self, k: int) -> Comparison:
+        """The comparison of column k alone (of a two-dimensional comparison)."""
+        return Comparison(
+            *(getattr(self, f.name)[:, k] for f in dataclasses.fields(self))
+        )
+
     @property
     def failed(self) -> np.ndarray:
         return self.status >= FAILING
@@ -43,7 +52,8 @@ class Comparison:
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(self.abs_err > 0, self.abs_err / self.tolerance, 0.0)
         score = np.where(np.isnan(score), np.inf, score)
-        score = np.where(self.status == KINK, 0.0, score)
+        agrees = (self.status == KINK) | (self.status == BOTH_NONFINITE)
+        score = np.where(agrees, 0.0, score)
         return np.where(self.status >= ANALYTIC_NONFINITE, np.inf, score)
 
 
@@ -55,37 +65,116 @@ def relative_difference(analytic: np.ndarray, numeric: np.ndarray) -> float:
     return float(np.linalg.norm(analytic - numeric) / norms) if norms > 0 else 0.0
 
 
-def pass_band(
-    leaves: tuple[LeafInfo, ...] | list[LeafInfo],
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """How wide the pass band of an entry is: the one rule every check applies.
+
+    `atol` and `rtol` replace the absolute and relative parts of the default
+    band (None keeps them). `floors` (used by the `check_grads` drop-in) maps a
+    dtype to an `(atol, rtol)` pair whose band an entry's band is never narrower
+    than. With `nan_agrees`, an entry that is NaN on both sides, or the same
+    infinity on both sides, agrees, as in `numpy.testing.assert_allclose`.
+    """
+
+    atol: float | None = None
+    rtol: float | None = None
+    floors: tuple[tuple[np.dtype, float, float], ...] = ()
+    nan_agrees: bool = False
+
+    def floor_of(self, dtype: np.dtype) -> tuple[float, float] | None:
+        for key, atol, rtol in self.floors:
+            if key == dtype:
+                return atol, rtol
+        return None
+
+
+def entry_band(
+    dtype: np.dtype,
     analytic: np.ndarray,
     numeric: np.ndarray,
     bound: np.ndarray,
-    atol: float | None,
-    rtol: float | None,
+    largest: float,
+    tolerance: Tolerance,
 ) -> np.ndarray:
-    """Per-entry tolerance for |a − n|: atol + rtol·max(|a|, |n|).
+    """The pass band of entries of one dtype: atol + rtol·max(|a|, |n|).
 
-    By default atol is the entry's error bound plus the dtype's floor, scaled by
-    the largest |numeric| entry of the leaf, and rtol the dtype's floor; an
-    explicit `atol` or `rtol` replaces the corresponding part.
+    By default atol is the entry's error `bound` plus the dtype's floor times
+    `largest` (the largest |numeric| value among the entries compared together,
+    e.g. a leaf), and rtol the dtype's floor. This is the only place a pass band
+    is computed.
     """
-    band = np.empty(analytic.size)
-    finite = np.where(np.isfinite(numeric), np.abs(numeric), 0.0)
+    floor = default_floor(dtype)
     with np.errstate(invalid="ignore"):
         scale = np.maximum(np.abs(analytic), np.abs(numeric))
+    if tolerance.atol is None:
+        tiny = float(np.finfo(np.float64).tiny)
+        absolute = floor.atol * largest + bound + tiny
+    else:
+        absolute = tolerance.atol
+    relative = floor.rtol if tolerance.rtol is None else tolerance.rtol
+    band = absolute + relative * scale
+    given = tolerance.floor_of(np.dtype(dtype))
+    if given is not None:
+        with np.errstate(invalid="ignore"):
+            band = np.fmax(band, given[0] + given[1] * scale)
+    return band
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputBlock:
+    """Columns of a comparison that share a pass band's floor: one output leaf
+    of `fun` (in one mode of a Jacobian check)."""
+
+    offset: int
+    size: int
+    dtype: np.dtype
+
+
+def _lower_precision(a: np.dtype, b: np.dtype) -> np.dtype:
+    return a if jnp.finfo(a).eps >= jnp.finfo(b).eps else b
+
+
+def pass_band(
+    leaves: Sequence[LeafInfo],
+    analytic: np.ndarray,
+    numeric: np.ndarray,
+    bound: np.ndarray,
+    tolerance: Tolerance,
+    outputs: Sequence[OutputBlock] | None = None,
+) -> np.ndarray:
+    """Per-value pass band (see `entry_band`), block by block.
+
+    Rows are entries of θ and belong to `leaves`; for a function with several
+    outputs, columns belong to `outputs`. A block's floors are those of the
+    lower precision of its leaf's and its output's dtype (the leaf's alone for a
+    scalar loss), scaled by the block's largest |numeric| value.
+    """
+    if analytic.ndim == 1:
+        return pass_band(
+            leaves, analytic[:, None], numeric[:, None], bound[:, None], tolerance
+        )[:, 0]
+    band = np.empty(analytic.shape)
+    finite = np.where(np.isfinite(numeric), np.abs(numeric), 0.0)
+    if outputs is None:
+        outputs = [OutputBlock(0, analytic.shape[1], None)]
     for leaf in leaves:
-        part = slice(leaf.offset, leaf.offset + leaf.size)
-        if leaf.size == 0:
-            continue
-        floor = default_floor(leaf.dtype)
-        if atol is None:
-            largest = float(np.max(finite[part]))
-            tiny = float(np.finfo(np.float64).tiny)
-            absolute = floor.atol * largest + bound[part] + tiny
-        else:
-            absolute = atol
-        relative = floor.rtol if rtol is None else rtol
-        band[part] = absolute + relative * scale[part]
+        rows = slice(leaf.offset, leaf.offset + leaf.size)
+        for out in outputs:
+            cols = slice(out.offset, out.offset + out.size)
+            if leaf.size == 0 or out.size == 0:
+                continue
+            dtype = leaf.dtype
+            if out.dtype is not None:
+                dtype = _lower_precision(leaf.dtype, out.dtype)
+            largest = float(np.max(finite[rows, cols]))
+            band[rows, cols] = entry_band(
+                dtype,
+                analytic[rows, cols],
+                numeric[rows, cols],
+                bound[rows, cols],
+                largest,
+                tolerance,
+            )
     return band
 
 
@@ -94,9 +183,12 @@ def compare(
     numeric: np.ndarray,
     tolerance: np.ndarray,
     kink: np.ndarray | None = None,
+    nan_agrees: bool = False,
 ) -> Comparison:
     """Entry i passes when |a − n| ≤ tolerance, both sides finite; an entry marked
-    as a kink passes as such (its analytic value is a valid subgradient)."""
+    as a kink passes as such (its analytic value is a valid subgradient). With
+    `nan_agrees` (the `check_grads` drop-in, as JAX), NaN on both sides or the
+    same infinity on both sides agree."""
     with np.errstate(invalid="ignore", over="ignore"):
         abs_err = np.abs(analytic - numeric)
         scale = np.maximum(np.abs(analytic), np.abs(numeric))
@@ -107,4 +199,10 @@ def compare(
     rel_err[~np.isfinite(scale)] = np.nan
     status[~np.isfinite(numeric)] = INCONCLUSIVE
     status[~np.isfinite(analytic)] = ANALYTIC_NONFINITE
+    if nan_agrees:
+        with np.errstate(invalid="ignore"):
+            same = (np.isnan(analytic) & np.isnan(numeric)) | (
+                np.isinf(analytic) & (analytic == numeric)
+            )
+        status[same] = BOTH_NONFINITE
     return Comparison(analytic, numeric, abs_err, rel_err, tolerance, status)

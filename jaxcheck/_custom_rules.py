@@ -20,7 +20,8 @@ import numpy as np
 
 from ._errors import GradCheckError
 from ._evaluate import DEFAULT_MEMORY_BUDGET
-from ._numerical_jacobian import check_options, of_some_leaves
+from ._numerical_jacobian import JACOBIAN_METHODS, of_some_leaves
+from ._options import Options, make_options
 from ._pytree import is_differentiable_leaf
 from ._report import GradCheckReport
 from ._vjp_jvp import (
@@ -174,10 +175,16 @@ def _passed(what: str, report: GradCheckReport) -> GradCheckReport:
     return report
 
 
-def _options(method, eps, atol, rtol, chunk_size, memory_budget) -> dict[str, Any]:
-    check_options(method, eps, atol, rtol, chunk_size, memory_budget)
-    return dict(method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
-                memory_budget=memory_budget)  # fmt: skip
+def _options(method, eps, atol, rtol, chunk_size, memory_budget, seed) -> Options:
+    return make_options(
+        method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
+        memory_budget=memory_budget, seed=seed, methods=JACOBIAN_METHODS,
+    )  # fmt: skip
+
+
+def _seeded(options: Options, k: int) -> Options:
+    """The options of the k-th of several value checks: its own seed."""
+    return dataclasses.replace(options, seed=options.seed + k)
 
 
 def _check_count(name: str, value: Any) -> None:
@@ -245,7 +252,7 @@ def check_custom_vjp(
     _rule(fun, "vjp")
     primals = tuple(primals)
     _check_count("num_cotangents", num_cotangents)
-    options = _options(method, eps, atol, rtol, chunk_size, memory_budget)
+    options = _options(method, eps, atol, rtol, chunk_size, memory_budget, seed)
     nondiff, diff, f = _split(fun, primals)
     if not fun.symbolic_zeros:  # with symbolic zeros fwd takes wrapped primals
         out, residuals = fun.fwd(*primals)
@@ -258,7 +265,7 @@ def check_custom_vjp(
     reports = {}
     for k in range(num_cotangents):
         what = f"bwd rule with cotangent {k} (seed {seed + k}){_nondiff_note(fun)}"
-        report = vjp_report(f, diff, None, None, seed=seed + k, **options)
+        report = vjp_report(f, diff, None, None, _seeded(options, k))
         reports[what] = _passed(what, report)
     of_floats, floats = of_some_leaves(f, diff, is_differentiable_leaf)
     floats = [jnp.asarray(x) for x in floats]
@@ -325,7 +332,7 @@ def check_custom_jvp(
     _rule(fun, "jvp")
     primals = tuple(primals)
     _check_count("num_tangents", num_tangents)
-    options = _options(method, eps, atol, rtol, chunk_size, memory_budget)
+    options = _options(method, eps, atol, rtol, chunk_size, memory_budget, seed)
     nondiff, diff, f = _split(fun, primals)
     note = _nondiff_note(fun)
     leaves, treedef = jax.tree_util.tree_flatten(diff)
@@ -343,10 +350,10 @@ def check_custom_jvp(
     reports = {}
     for k in range(num_tangents):
         what = f"jvp rule with tangent {k} (seed {seed + k}){note}"
-        report = jvp_report(f, diff, None, None, seed=seed + k, **options)
+        report = jvp_report(f, diff, None, None, _seeded(options, k))
         reports[what] = _passed(what, report)
     what = f"transposed jvp rule (the VJP jax.grad runs){note}"
-    report = vjp_report(f, diff, None, None, seed=seed, **options)
+    report = vjp_report(f, diff, None, None, options)
     reports[what] = _passed(what, report)
     if len(diff) > 1:
         for i in range(len(diff)):
@@ -356,7 +363,7 @@ def check_custom_jvp(
                 f"jvp rule with a tangent for primals[{i}] only, symbolic zeros "
                 f"for the others{note}"
             )
-            report = jvp_report(alone, (diff[i],), None, None, seed=seed, **options)
+            report = jvp_report(alone, (diff[i],), None, None, options)
             reports[what] = _passed(what, report)
     of_floats, floats = of_some_leaves(f, diff, is_differentiable_leaf)
     floats = [jnp.asarray(x) for x in floats]

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._check import check_grad
-from ._numerical import numerical_grad
+from ._numerical_grad import numerical_grad
 
 
 def _section(title: str) -> None:

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._compare import Tolerance, entry_band
 from ._evaluate import (
     Block,
     bytes_per_evaluation,
@@ -40,7 +41,7 @@ from ._evaluate import (
 )
 from ._numerical import Prepared
 from ._pytree import LeafInfo, Problem, format_path
-from ._steps import NOISE_FACTOR, default_floor, default_step_scale, host_dtype
+from ._steps import default_step_scale, host_dtype, roundoff_bound
 
 DEFAULT_PROBES = 3
 
@@ -151,21 +152,20 @@ def probe_blocks(leaves: Sequence[LeafInfo]) -> list[tuple[Block, list[LeafInfo]
 
 
 @dataclasses.dataclass(frozen=True)
-class Options:
+class _Probing:
     """What every probe of one check shares."""
 
     prepared: Prepared
     analytic: np.ndarray  # the flat analytic gradient, θ order
     seed: int
-    atol: float | None
-    rtol: float | None
+    tolerance: Tolerance
     chunk_size: int | None
     memory_budget: int
     floor_dtypes: dict[int, np.dtype]  # per leaf position: the analytic dtype
 
 
 def _run(
-    o: Options,
+    o: _Probing,
     block: Block,
     leaves: list[LeafInfo],
     supports: list[Support],
@@ -213,11 +213,9 @@ def _run(
             a = np.real(d @ g) / length
             n = (upper - lower) / length
             u = max(float(jnp.finfo(leaf.dtype).eps), out_eps)
-            noise = NOISE_FACTOR * u * np.maximum(np.abs(upper), np.abs(lower)) / length
-        floor = default_floor(o.floor_dtypes[leaf.position])
-        band_atol = floor.atol * largest + noise if o.atol is None else o.atol
-        band_rtol = floor.rtol if o.rtol is None else o.rtol
-        tolerance = band_atol + band_rtol * np.maximum(np.abs(a), np.abs(n))
+            noise = roundoff_bound(u, np.maximum(np.abs(upper), np.abs(lower)), length)
+        dtype = o.floor_dtypes[leaf.position]
+        tolerance = entry_band(dtype, a, n, noise, largest, o.tolerance)
         # A step lost to rounding (d = 0) proves nothing: the probe fails.
         results.append(Probes(a, n, np.where(length > 0, tolerance, -1.0)))
     return results
@@ -257,7 +255,7 @@ class LeafProbes:
 
 
 def _narrow(
-    o: Options, block: Block, leaves: list[LeafInfo], suspects: dict[int, np.ndarray]
+    o: _Probing, block: Block, leaves: list[LeafInfo], suspects: dict[int, np.ndarray]
 ) -> dict[int, int]:
     """Shrinks the suspect entries of each leaf in place; returns the rounds."""
     rounds = {position: 0 for position in suspects}
@@ -289,8 +287,7 @@ def probe_leaves(
     *,
     probes: int,
     seed: int,
-    atol: float | None,
-    rtol: float | None,
+    tolerance: Tolerance,
     chunk_size: int | None,
     memory_budget: int,
     analytic_leaves: Sequence[LeafInfo] | None = None,
@@ -303,7 +300,7 @@ def probe_leaves(
     floors of the pass band as in the entry-wise check."""
     tree = prepared.tree
     floors = {x.position: x.dtype for x in analytic_leaves or tree.leaves}
-    o = Options(prepared, analytic, seed, atol, rtol, chunk_size, memory_budget, floors)
+    o = _Probing(prepared, analytic, seed, tolerance, chunk_size, memory_budget, floors)
     out: dict[int, LeafProbes] = {}
     for block, leaves in probe_blocks(tree.leaves):
         supports = [Support(x, None, ()) for x in leaves]

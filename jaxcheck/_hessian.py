@@ -21,7 +21,8 @@ from ._analytic import fun_name
 from ._evaluate import DEFAULT_MEMORY_BUDGET
 from ._jacobian import MODES, check_modes, jacobian_check, raise_if_failed
 from ._jacobian_report import JacobianReport
-from ._numerical_jacobian import of_some_leaves
+from ._numerical_jacobian import JACOBIAN_METHODS, of_some_leaves
+from ._options import Options, make_options
 from ._pytree import is_differentiable_leaf, split
 from ._vjp_jvp import jvp_report
 
@@ -66,12 +67,12 @@ def hessian_report(
     *,
     hvp: bool = False,
     tangents: Any = None,
-    seed: int = 0,
     modes: Sequence[str] = MODES,
-    **options: Any,
+    options: Options,
 ) -> JacobianReport:
     """The report of the Hessian (or one Hessian-vector product), without raising."""
     _validate.check_fun(fun)
+    _validate.check_method(options.method, JACOBIAN_METHODS)
     # The Hessian is that of the floating entries of `params`: say so early if
     # there are none, rather than finding an empty gradient later.
     _validate.check_has_entries(split(fun, params, args))
@@ -79,12 +80,12 @@ def hessian_report(
     if hvp:
         return jvp_report(
             _Bound(Gradient(fun), args), (params,), None,
-            None if tangents is None else (tangents,), seed=seed, out_name="grad",
-            mode="hvp", name=name, **options,
+            None if tangents is None else (tangents,), options, out_name="grad",
+            mode="hvp", name=name,
         )  # fmt: skip
     return jacobian_check(
         Gradient(fun), params, args, name=name, out_name="grad", in_name="params",
-        modes=check_modes(modes), **options,
+        options=options, modes=check_modes(modes),
     )  # fmt: skip
 
 
@@ -157,9 +158,11 @@ def check_hessian(
     if tangents is not None and not hvp:
         raise ValueError("`tangents` is the vector of a Hessian-vector product: "
                          "pass it with hvp=True.")  # fmt: skip
-    report = hessian_report(
-        fun, params, args, hvp=hvp, tangents=tangents, seed=seed, modes=modes,
+    options = make_options(
         method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
-        memory_budget=memory_budget,
+        memory_budget=memory_budget, seed=seed, methods=JACOBIAN_METHODS,
     )  # fmt: skip
+    report = hessian_report(
+        fun, params, args, hvp=hvp, tangents=tangents, modes=modes, options=options
+    )
     return raise_if_failed(report)

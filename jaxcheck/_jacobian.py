@@ -15,14 +15,18 @@ from ._analytic import fun_name
 from ._errors import GradCheckError
 from ._evaluate import DEFAULT_MEMORY_BUDGET
 from ._jacobian_report import JacobianReport, jacobian_report
+from ._numerical import Prepared
 from ._numerical_jacobian import (
+    JACOBIAN_METHODS,
+    OutputLeaf,
     VectorFun,
     analytic_jacobian,
-    check_options,
-    numeric_jacobian,
+    judge_jacobian,
     output_leaves,
     output_shape,
+    prepare_vector,
 )
+from ._options import Options, make_options
 
 MODES = ("rev", "fwd")
 _MODE_NAMES = {"rev": "jacrev", "fwd": "jacfwd", "given": "given jac"}
@@ -62,10 +66,12 @@ def check_modes(modes: Any, allowed: tuple[str, ...] = MODES) -> tuple[str, ...]
     return tuple(dict.fromkeys(modes))
 
 
-def _given_jacobian(jac: Any, numeric, n_primals: int) -> np.ndarray:
+def _given_jacobian(
+    jac: Any, prepared: Prepared, outputs: tuple[OutputLeaf, ...], n_primals: int
+) -> np.ndarray:
     """A Jacobian in `jax.jacrev(fun, argnums=(0, ..., n-1))` layout, as (M, N)."""
     leaves = jax.tree_util.tree_leaves(jac)
-    m, n = numeric.jacobian.shape
+    m, n = prepared.n_outputs, prepared.tree.size
     blocks = [np.asarray(x) for x in leaves]
     if any(np.iscomplexobj(b) for b in blocks):
         raise ValueError(
@@ -80,8 +86,8 @@ def _given_jacobian(jac: Any, numeric, n_primals: int) -> np.ndarray:
         )
     out = np.zeros((m, n))
     k = 0
-    for o in numeric.outputs:
-        for leaf in numeric.tree.leaves:
+    for o in outputs:
+        for leaf in prepared.tree.leaves:
             block = blocks[k]
             if block.shape != o.shape + leaf.shape:
                 raise ValueError(
@@ -104,31 +110,22 @@ def jacobian_check(
     name: str,
     out_name: str,
     in_name: str,
+    options: Options,
     modes: tuple[str, ...] = MODES,
     jac: Callable[[], Any] | None = None,
-    method: str = "central",
-    eps: float | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> JacobianReport:
     """The report of the Jacobian of `fun(params, *args)` with respect to the
     floating leaves of `params`; `jac()` gives a Jacobian to check instead."""
-    check_options(method, eps, atol, rtol, chunk_size, memory_budget)
     _validate.check_not_traced(params, args)
     out_info = output_shape(fun, params, *args)
     outputs = output_leaves(out_info, f"`{name}`")
     if not outputs or sum(o.size for o in outputs) == 0:
         raise ValueError(f"`{name}` returns no entries: there is no Jacobian to check.")
-    vector_fun = VectorFun(fun)
-    numeric = numeric_jacobian(
-        vector_fun, params, args, outputs=outputs, method=method, eps=eps,
-        chunk_size=chunk_size, memory_budget=memory_budget,
-    )  # fmt: skip
-    tree = numeric.tree
+    prepared = prepare_vector(VectorFun(fun), params, args, options)
+    tree = prepared.tree
     if jac is not None:
-        analytic = {"given": _given_jacobian(jac(), numeric, len(tree.leaves))}
+        given = _given_jacobian(jac(), prepared, outputs, len(tree.leaves))
+        analytic = {"given": given}
     else:
         positions = tuple(leaf.position for leaf in tree.leaves)
         analytic = {}
@@ -143,15 +140,17 @@ def jacobian_check(
                 )
                 raise
             analytic[mode] = np.asarray(matrix, np.float64)
+    judged, note = judge_jacobian(prepared, outputs, analytic, options)
     return jacobian_report(
         fun_name=name,
-        method=method,
-        numeric=numeric,
-        analytic={_MODE_NAMES[k]: v for k, v in analytic.items()},
+        method=options.method,
+        prepared=prepared,
+        outputs=outputs,
+        modes=[_MODE_NAMES[k] for k in analytic],
+        judged=judged,
+        note=note,
         out_name=out_name,
         in_name=in_name,
-        atol=atol,
-        rtol=rtol,
     )
 
 
@@ -229,9 +228,12 @@ def check_jacobian(
         jac_thunk = lambda: jac(*primals)  # noqa: E731
     else:
         jac_thunk = None
+    options = make_options(
+        method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
+        memory_budget=memory_budget, methods=JACOBIAN_METHODS,
+    )  # fmt: skip
     report = jacobian_check(
         Star(fun), primals, (), name=fun_name(fun), out_name="out",
-        in_name="primals", modes=modes, jac=jac_thunk, method=method, eps=eps,
-        atol=atol, rtol=rtol, chunk_size=chunk_size, memory_budget=memory_budget,
+        in_name="primals", options=options, modes=modes, jac=jac_thunk,
     )  # fmt: skip
     return raise_if_failed(report)

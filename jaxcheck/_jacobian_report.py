@@ -13,9 +13,11 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from ._compare import compare, pass_band
-from ._numerical_jacobian import NumericJacobian
+from ._compare import Comparison
+from ._numerical import Prepared
+from ._numerical_jacobian import OutputLeaf
 from ._pytree import LeafInfo
+from ._refine import Judged
 from ._report import EntryReport, GradCheckReport, _location
 
 
@@ -74,23 +76,24 @@ def jacobian_report(
     *,
     fun_name: str,
     method: str,
-    numeric: NumericJacobian,
-    analytic: dict[str, np.ndarray],
+    prepared: Prepared,
+    outputs: tuple[OutputLeaf, ...],
+    modes: list[str],
+    judged: Judged,
+    note: str,
     out_name: str,
     in_name: str,
-    atol: float | None,
-    rtol: float | None,
 ) -> JacobianReport:
-    """Compares the numeric Jacobian with each analytic (M, N) matrix in `analytic`
-    (keyed by mode), block by block."""
+    """Lays out the engine's verdicts, (N, modes·M), as blocks of one output
+    leaf against one input leaf per mode, each flattened output-major (the
+    layout of `jax.jacrev`)."""
     leaves: list[PairLeaf] = []
-    flat_analytic, flat_numeric, flat_noise, flat_steps = [], [], [], []
+    parts: list[tuple[slice, slice]] = []  # (rows, columns) of each block
     offset = 0
-    for mode, matrix in analytic.items():
-        for out in numeric.outputs:
-            rows = slice(out.offset, out.offset + out.size)
-            for leaf in numeric.tree.leaves:
-                cols = slice(leaf.offset, leaf.offset + leaf.size)
+    m = prepared.n_outputs
+    for k, mode in enumerate(modes):
+        for out in outputs:
+            for leaf in prepared.tree.leaves:
                 pair = PairLeaf(
                     path=f"{_prefixed(out_name, out.path)}"
                     + (f" × {_prefixed(in_name, leaf.path)}" if in_name else "")
@@ -108,22 +111,24 @@ def jacobian_report(
                 )
                 leaves.append(pair)
                 offset += pair.size
-                flat_analytic.append(np.asarray(matrix)[rows, cols].reshape(-1))
-                flat_numeric.append(numeric.jacobian[rows, cols].reshape(-1))
-                flat_noise.append(numeric.noise[rows, cols].reshape(-1))
-                flat_steps.append(
-                    np.broadcast_to(numeric.steps[cols], (out.size, leaf.size)).reshape(
-                        -1
-                    )
-                )
-    a = np.concatenate(flat_analytic).astype(np.float64)
-    n = np.concatenate(flat_numeric)
-    tolerance = pass_band(leaves, a, n, np.concatenate(flat_noise), atol, rtol)
+                rows = slice(leaf.offset, leaf.offset + leaf.size)
+                cols = slice(k * m + out.offset, k * m + out.offset + out.size)
+                parts.append((rows, cols))
+
+    def laid_out(values: np.ndarray) -> np.ndarray:
+        blocks = [values[rows, cols].T.reshape(-1) for rows, cols in parts]
+        return np.concatenate(blocks) if blocks else np.zeros(0, values.dtype)
+
+    c = judged.comparison
+    comparison = Comparison(
+        *(laid_out(getattr(c, f.name)) for f in dataclasses.fields(Comparison))
+    )
     return JacobianReport(
         fun_name=fun_name,
         method=method,
         leaves=tuple(leaves),
-        skipped=numeric.tree.skipped,
-        comparison=compare(a, n, tolerance),
-        steps=np.concatenate(flat_steps),
+        skipped=prepared.tree.skipped,
+        comparison=comparison,
+        steps=laid_out(judged.steps),
+        note=note,
     )

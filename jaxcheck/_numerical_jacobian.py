@@ -23,22 +23,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _validate
-from ._evaluate import (
-    DEFAULT_MEMORY_BUDGET,
-    bytes_per_evaluation,
-    chunk_length,
-    evaluate,
-    evaluate_block,
-    intermediate_bytes,
-    plan_blocks,
-    replace_leaves,
-    trace_base,
-)
-from ._pytree import Problem, SplitTree, _is_array_leaf, format_path, split
-from ._steps import NOISE_FACTOR, perturbed_values, step_sizes
+from ._compare import OutputBlock
+from ._evaluate import evaluate, replace_leaves
+from ._numerical import Prepared, prepare
+from ._options import Options
+from ._pytree import Problem, _is_array_leaf
+from ._refine import Judged, judge
+from ._twins import numerical_side
 
-_SIGNS = {"central": (1.0, -1.0), "forward": (1.0,), "backward": (-1.0,)}
+# The complex step needs a real function of real parameters; a Jacobian's
+# realified outputs and inputs are not that, so it runs every other method.
+JACOBIAN_METHODS = ("central", "forward", "backward", "central4")
 
 
 @jax.tree_util.register_pytree_with_keys_class
@@ -107,29 +102,6 @@ class VectorFun:
 
     def __repr__(self) -> str:
         return getattr(self.fun, "__name__", repr(self.fun))
-
-
-def check_options(
-    method: Any = "central",
-    eps: Any = None,
-    atol: Any = None,
-    rtol: Any = None,
-    chunk_size: Any = None,
-    memory_budget: Any = DEFAULT_MEMORY_BUDGET,
-    *,
-    methods: tuple[str, ...] | None = tuple(_SIGNS),
-    **_: Any,
-) -> None:
-    """Validates the options shared with `check_grad`, before anything is traced;
-    `methods` are those allowed (None: all of `check_grad`'s)."""
-    if methods is None:
-        _validate.check_method(method)
-    else:
-        _validate.check_method(method, methods)
-    _validate.check_eps(eps)
-    _validate.check_tolerance("atol", atol)
-    _validate.check_tolerance("rtol", rtol)
-    _validate.check_chunking(chunk_size, memory_budget)
 
 
 def of_some_leaves(
@@ -203,88 +175,48 @@ def realify_info(out_info: Any) -> Any:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class NumericJacobian:
-    """The finite-difference Jacobian of a `VectorFun`, on the host, in float64."""
-
-    tree: SplitTree  # the split of the realified `params`
-    outputs: tuple[OutputLeaf, ...]
-    jacobian: np.ndarray  # (M, N): row = output entry, column = θ entry
-    noise: np.ndarray  # (M, N) round-off bound of each derivative
-    steps: np.ndarray  # (N,) step of each θ entry
-    out_dtype: np.dtype
+def prepare_vector(
+    fun: VectorFun, params: Any, args: tuple[Any, ...], options: Options
+) -> Prepared:
+    """The engine's view of a pytree-valued `fun`: realified `params` split into
+    θ, a flat real output, traced once."""
+    return prepare(fun, realify(params), args, scalar=False, **options.evaluation)
 
 
-def numeric_jacobian(
-    fun: VectorFun,
-    params: Any,
-    args: tuple[Any, ...],
-    *,
+def judge_jacobian(
+    prepared: Prepared,
     outputs: tuple[OutputLeaf, ...],
-    method: str = "central",
-    eps: float | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-) -> NumericJacobian:
-    """Evaluates every ±h perturbation of every entry of `params`, block by block,
-    and forms the differences of the flat output."""
-    check_options(method, eps, None, None, chunk_size, memory_budget)
-    _validate.check_not_traced(params, args)
-    tree = split(fun, realify(params), args)
-    _validate.check_has_entries(tree)
-    traced = trace_base(tree.problem, tree.dynamic)
-    out_dtype = np.dtype(traced.out_info.dtype)
-    fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
-    m, n = traced.out_info.shape[0], tree.size
-    jacobian = np.zeros((m, n))
-    noise = np.zeros((m, n))
-    steps = np.zeros(n)
-    base = None
-    if method != "central":
-        base = np.asarray(evaluate(tree.problem, tree.dynamic), np.float64)
-    signs = _SIGNS[method]
-    for block, leaves in plan_blocks(tree.leaves):
-        dtype = leaves[0].dtype
-        theta = np.concatenate(
-            [np.asarray(tree.dynamic[x.position]).reshape(-1) for x in leaves]
-        ).astype(np.float64)
-        size = theta.size
-        h = step_sizes(theta, dtype, method, eps)
-        values = [perturbed_values(theta, h, s, 1.0, dtype) for s in signs]
-        per_eval = bytes_per_evaluation(block, dtype.itemsize, fun_bytes)
-        chunk = chunk_length(len(values) * size, per_eval, memory_budget, chunk_size)
-        index = np.tile(np.arange(size, dtype=np.int32), len(values))
-        evals = evaluate_block(
-            tree.problem,
-            block,
-            leaves,
-            tree.dynamic,
-            index,
-            np.concatenate(values),
-            chunk,
-        ).astype(np.float64)
-        evals = evals.reshape(len(signs), size, m)
-        moved = [v.astype(np.float64) for v in values]
-        if method == "central":
-            upper, lower, delta = evals[0], evals[1], moved[0] - moved[1]
-        elif method == "forward":
-            upper, lower, delta = evals[0], base[None, :], moved[0] - theta
-        else:
-            upper, lower, delta = base[None, :], evals[0], theta - moved[0]
-        if np.any(delta == 0):
-            leaf = leaves[0]
-            raise ValueError(
-                f"`eps`={eps!r} is below the resolution of {leaf.dtype.name} in "
-                f"{format_path(leaf.path)}: θ ± eps rounds back to θ. Use a larger "
-                "`eps`, or eps=None for a step scaled to each entry."
-            )
-        u = max(float(jnp.finfo(dtype).eps), float(jnp.finfo(out_dtype).eps))
-        part = np.concatenate([np.arange(x.offset, x.offset + x.size) for x in leaves])
-        jacobian[:, part] = ((upper - lower) / delta[:, None]).T
-        scale = np.maximum(np.abs(upper), np.abs(lower))
-        noise[:, part] = (NOISE_FACTOR * u * scale / np.abs(delta)[:, None]).T
-        steps[part] = h
-    return NumericJacobian(tree, outputs, jacobian, noise, steps, out_dtype)
+    analytic: dict[str, np.ndarray],
+    options: Options,
+) -> tuple[Judged, str]:
+    """Compares each analytic (M, N) Jacobian in `analytic` (keyed by mode) with
+    finite differences of `prepared`, all modes sharing one numerical side: the
+    engine's steps, float64 twin, Richardson refinement, kinks and retries, as
+    for a gradient. Returns the verdicts, (N, modes·M), and the twin's note."""
+    m = prepared.n_outputs
+    matrices = list(analytic.values())
+    stacked = np.concatenate([np.asarray(a, np.float64).T for a in matrices], axis=1)
+    blocks = [
+        OutputBlock(k * m + o.offset, o.size, o.dtype)
+        for k in range(len(matrices))
+        for o in outputs
+    ]
+    tree = prepared.tree
+    base = np.asarray(evaluate(tree.problem, tree.dynamic), np.float64)
+    with numerical_side(prepared, base, options.shadow, options.method) as (
+        numerical,
+        note,
+    ):
+        judged = judge(
+            numerical,
+            stacked,
+            tolerance=options.tolerance,
+            leaves=tree.leaves,
+            outputs=blocks,
+            columns=np.tile(np.arange(m), len(matrices)),
+            **options.evaluation,
+        )
+    return judged, note
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))

@@ -30,11 +30,12 @@ from ._steps import host_dtype, perturbed_values
 class Shifted:
     """J at every shifted point, in the order of `entries`.
 
-    `values[u, k, i]` is J(θ + shifts[k]·unit_u·hᵢ·eᵢ) and `moved[u, k, i]` the
-    displacement actually taken along unit_u (after rounding θ + s·h to the leaf's
-    dtype). Units are 1, and i for complex leaves; the i-rows of real entries are
-    NaN. `base[i]` is J(θ) from the batch that evaluated entry i, and `spread` the
-    largest difference between repeated evaluations of J(θ) in one batch.
+    `values[u, k, i, m]` is output m of J(θ + shifts[k]·unit_u·hᵢ·eᵢ) (a scalar
+    loss has one output) and `moved[u, k, i]` the displacement actually taken
+    along unit_u (after rounding θ + s·h to the leaf's dtype). Units are 1, and i
+    for complex leaves; the i-rows of real entries are NaN. `base[i, m]` is J(θ)
+    from the batch that evaluated entry i, and `spread` the largest difference
+    between repeated evaluations of J(θ) in one batch.
     """
 
     values: np.ndarray
@@ -58,14 +59,15 @@ def evaluate_shifts(
     memory_budget: int,
     repeats: int = 1,
     imaginary: bool = False,
+    n_outputs: int = 1,
 ) -> Shifted:
     """Evaluates J at θ + s·hᵢ·eᵢ for every entry i of `entries` (sorted offsets
     into θ) and every shift s, batched per block of leaves. With `imaginary`, the
     shifts are along i for every entry (the complex step) and `values` is Im J."""
     n = len(entries)
-    values = np.full((2, len(shifts), n), np.nan)
+    values = np.full((2, len(shifts), n, n_outputs), np.nan)
     moved = np.full((2, len(shifts), n), np.nan)
-    base = np.full(n, np.nan)
+    base = np.full((n, n_outputs), np.nan)
     spread = 0.0
     for block, leaves, picked, local in entries_by_block(tree.leaves, entries):
         dtype = leaves[0].dtype
@@ -94,8 +96,9 @@ def evaluate_shifts(
             tree.problem, block, leaves, tree.dynamic, index, new, chunk
         )
         out = (out.imag if imaginary else out).astype(np.float64)
+        out = out.reshape(len(out), n_outputs)
         shifted, again = out[: len(out) - repeats], out[len(out) - repeats :]
-        shifted = shifted.reshape(len(units), len(shifts), len(picked))
+        shifted = shifted.reshape(len(units), len(shifts), len(picked), n_outputs)
         values[: len(units), :, picked] = shifted
         here_host = here.astype(host_dtype(dtype))
         for u, unit in enumerate(units):
@@ -104,6 +107,11 @@ def evaluate_shifts(
                 delta = delta - here_host
                 moved[u, k, picked] = delta.imag if unit == 1j else delta.real
         if repeats:
-            base[picked] = np.mean(again)
-            spread = max(spread, float(np.max(again) - np.min(again)))
+            base[picked] = np.mean(again, axis=0)
+            # Equal repeats (the same infinity included) do not spread; NaN
+            # outputs are the function's, not evidence of nondeterminism.
+            with np.errstate(invalid="ignore"):
+                gaps = np.where(again == again[:1], 0.0, np.abs(again - again[:1]))
+            gap = np.nanmax(gaps, initial=0.0)
+            spread = max(spread, float(gap))
     return Shifted(values, moved, base, spread)

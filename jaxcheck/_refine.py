@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._compare import Comparison, compare, pass_band
+from ._compare import Comparison, OutputBlock, Tolerance, compare, pass_band
 from ._numerical import Differences, Prepared, differences, finite_differences
 from ._pytree import LeafInfo
 from ._steps import SAFETY
@@ -41,7 +41,7 @@ _REPEATS = 3
 @dataclasses.dataclass(frozen=True)
 class Judged:
     comparison: Comparison
-    steps: np.ndarray
+    steps: np.ndarray  # the step of each compared value, shaped like it
     spread: float  # largest spread of J(θ) re-evaluated within one batch
 
 
@@ -58,15 +58,23 @@ def _take(d: Differences, keep: np.ndarray) -> Differences:
 
 
 class _Refinement:
-    """The numerical side of every entry, updated in place as entries are refined."""
+    """The numerical side of every compared value, updated in place as entries
+    are refined. Rows are entries of θ; column c holds output `columns[c]`."""
 
-    def __init__(self, first: Differences, analytic: np.ndarray, method: str):
+    def __init__(
+        self,
+        first: Differences,
+        analytic: np.ndarray,
+        method: str,
+        columns: np.ndarray,
+    ):
         self.entries = first.entries  # the θ offset of each row, sorted
-        self.numeric = first.derivative.copy()
-        self.bound = first.noise.copy()
-        self.trunc = np.zeros(first.noise.size)  # the truncation part of `bound`
-        self.steps = first.steps.copy()
-        self.kink = np.zeros(first.derivative.size, bool)
+        self.columns = columns
+        self.numeric = first.derivative[:, columns].copy()
+        self.bound = first.noise[:, columns].copy()
+        self.trunc = np.zeros(self.bound.shape)  # the truncation part of `bound`
+        self.steps = np.repeat(first.steps[:, None], columns.size, axis=1)
+        self.kink = np.zeros(self.bound.shape, bool)
         self.analytic = analytic
         self.method = method
 
@@ -77,53 +85,61 @@ class _Refinement:
         first_band: np.ndarray,
         only_if_tighter: bool,
     ) -> None:
-        """Richardson at the entries of `d1` (step h) and `d2` (step 2h)."""
+        """Richardson at the entries of `d1` (step h) and `d2` (step 2h), for
+        the values both of them resolve."""
+        c = self.columns
         r = 2.0 ** _ORDER[self.method] - 1
-        trunc = SAFETY * np.abs(d1.derivative - d2.derivative) / r
-        numeric = d1.derivative + (d1.derivative - d2.derivative) / r
-        bound = ((r + 1) * d1.noise + d2.noise) / r + trunc
-        kinked = np.zeros(d1.entries.size, bool)
-        between = np.zeros(d1.entries.size, bool)
+        at_h, at_2h = d1.derivative[:, c], d2.derivative[:, c]
+        noise = d1.noise[:, c]
+        with np.errstate(invalid="ignore"):
+            trunc = SAFETY * np.abs(at_h - at_2h) / r
+            numeric = at_h + (at_h - at_2h) / r
+            bound = ((r + 1) * noise + d2.noise[:, c]) / r + trunc
+        kinked = np.zeros(numeric.shape, bool)
+        between = np.zeros(numeric.shape, bool)
+        rows = self.rows(d1.entries)
         if self.method in ("central", "central4"):
+            forward, backward = d1.forward[:, c], d1.backward[:, c]
             with np.errstate(invalid="ignore"):
-                jump = 2 * (d1.forward - d1.backward) - (d2.forward - d2.backward)
-                kinked = np.abs(jump) > 10 * d1.noise + trunc
-                low = np.minimum(d1.forward, d1.backward) - first_band
-                high = np.maximum(d1.forward, d1.backward) + first_band
-                a = self.analytic[self.rows(d1.entries)].real
+                jump = 2 * (forward - backward) - (d2.forward - d2.backward)[:, c]
+                kinked = np.abs(jump) > 10 * noise + trunc
+                low = np.minimum(forward, backward) - first_band
+                high = np.maximum(forward, backward) + first_band
+                a = self.analytic[rows].real
                 between = (low <= a) & (a <= high)
             kinked &= np.isfinite(jump)
             # At a kink the central difference is what the evaluations say; the
             # extrapolation assumes a smoothness that is not there.
-            numeric = np.where(kinked, d1.derivative, numeric)
-            bound = np.where(kinked, d1.noise, bound)
+            numeric = np.where(kinked, at_h, numeric)
+            bound = np.where(kinked, noise, bound)
             trunc = np.where(kinked, 0.0, trunc)
-        take = np.ones(d1.entries.size, bool)
+        take = np.isfinite(at_h) & np.isfinite(at_2h)
         if only_if_tighter:
             with np.errstate(invalid="ignore"):
-                take = ~(bound >= self.bound[d1.entries])
-        idx = self.rows(d1.entries[take])
-        self.numeric[idx] = numeric[take]
-        self.bound[idx] = bound[take]
-        self.trunc[idx] = trunc[take]
-        self.steps[idx] = d1.steps[take]
-        self.kink[idx] = (kinked & between)[take]
+                take &= ~(bound >= self.bound[rows])
+        for mine, new in (
+            (self.numeric, numeric),
+            (self.bound, bound),
+            (self.trunc, trunc),
+            (self.steps, np.broadcast_to(d1.steps[:, None], take.shape)),
+            (self.kink, kinked & between),
+        ):
+            mine[rows] = np.where(take, new, mine[rows])
 
     def rows(self, entries: np.ndarray) -> np.ndarray:
         """The rows of the θ offsets `entries`."""
         return np.searchsorted(self.entries, entries)
 
     def unsettled(self, band_of) -> np.ndarray:
-        """Entries worth a smaller step: a numerical side that is not finite, or
-        a verdict that only the truncation term of the bound makes a pass."""
+        """Rows worth a smaller step: a numerical value that is not finite, or a
+        verdict that only the truncation term of the bound makes a pass."""
         with np.errstate(invalid="ignore"):
             err = np.abs(self.analytic - self.numeric)
             passes = err <= band_of(self.bound)
             passes_tightly = err <= band_of(self.bound - self.trunc)
         weak = passes & ~passes_tightly & ~self.kink
-        return np.flatnonzero(
-            np.isfinite(self.analytic) & (~np.isfinite(self.numeric) | weak)
-        )
+        bad = np.isfinite(self.analytic) & (~np.isfinite(self.numeric) | weak)
+        return np.flatnonzero(np.any(bad, axis=1))
 
 
 def rows_as_leaves(leaves: Sequence[LeafInfo], entries: np.ndarray) -> list[LeafInfo]:
@@ -142,22 +158,32 @@ def judge(
     *,
     method: str,
     eps: float | None,
-    atol: float | None,
-    rtol: float | None,
+    tolerance: Tolerance,
     chunk_size: int | None,
     memory_budget: int,
     leaves=None,
     entries: np.ndarray | None = None,
+    outputs: Sequence[OutputBlock] | None = None,
+    columns: np.ndarray | None = None,
 ) -> Judged:
-    """Compares `analytic` (θ-ordered) with finite differences, entry by entry:
-    every entry, or the sorted θ offsets `entries`. The result has one row per
-    compared entry.
+    """Compares `analytic` with finite differences, entry by entry: every entry
+    of θ, or the sorted θ offsets `entries`.
+
+    `analytic` is θ-ordered: a vector for a scalar `fun`, or a matrix whose
+    column c is compared with output `columns[c]` of `fun` (default: output c),
+    so that several analytic Jacobians (jacrev, jacfwd) share one numerical
+    side. The result has one row per compared entry and `analytic`'s columns.
 
     `leaves` (default: those of `prepared`) are the leaves whose dtypes set the
     floors of the pass band: the analytic side's, when `prepared` is a float64
-    twin.
+    twin. `outputs` are the column blocks of the pass band (see `pass_band`).
     """
     leaves = prepared.tree.leaves if leaves is None else leaves
+    is_vector = analytic.ndim == 1
+    if is_vector:
+        analytic = analytic[:, None]
+    if columns is None:
+        columns = np.arange(analytic.shape[1])
     if entries is not None:
         analytic = analytic[entries]
         leaves = rows_as_leaves(leaves, entries)
@@ -166,38 +192,43 @@ def judge(
     )
 
     def band_of(bound: np.ndarray) -> np.ndarray:
-        return pass_band(leaves, analytic, state.numeric, bound, atol, rtol)
+        return pass_band(leaves, analytic, state.numeric, bound, tolerance, outputs)
 
     def refine(rows: np.ndarray, steps: np.ndarray, first_band, tighter: bool):
         at = first.entries[rows]
         d1 = differences(prepared, at, steps, strict=False, **options)
         d2 = differences(prepared, at, 2 * steps, strict=False, **options)
-        good = np.isfinite(d1.derivative) & np.isfinite(d2.derivative)
-        state.apply(_take(d1, good), _take(d2, good), first_band[good], tighter)
+        state.apply(d1, d2, first_band, tighter)
 
     first = finite_differences(prepared, repeats=_REPEATS, entries=entries, **options)
-    state = _Refinement(first, analytic, method)
+    state = _Refinement(first, analytic, method, columns)
     band = band_of(state.bound)
     with np.errstate(invalid="ignore"):
         settled = np.abs(analytic - state.numeric) <= band
-    todo = np.flatnonzero(~settled & np.isfinite(analytic))
+    todo = np.flatnonzero(np.any(~settled & np.isfinite(analytic), axis=1))
     if todo.size:
-        resolved = todo[np.isfinite(first.derivative[todo])]
+        finite = np.isfinite(first.derivative[todo][:, columns])
+        resolved = todo[np.any(finite, axis=1)]
         if resolved.size:
             # The differences at h are at hand; only 2h is evaluated.
             d1 = _take(first, resolved)
             d2 = differences(
                 prepared, d1.entries, 2 * d1.steps, strict=False, **options
             )
-            good = np.isfinite(d2.derivative)
-            state.apply(_take(d1, good), _take(d2, good), band[resolved[good]], False)
+            state.apply(d1, d2, band[resolved], False)
         for level in range(1, _RETRIES + 1):
             steps = first.steps / _SHRINK**level
             retry = state.unsettled(band_of)
-            retry = retry[state.steps[retry] > steps[retry]]
+            retry = retry[np.any(state.steps[retry] > steps[retry, None], axis=1)]
             if not retry.size:
                 break
             refine(retry, steps[retry], band[retry], True)
     band = band_of(state.bound)
-    comparison = compare(analytic, state.numeric, band, state.kink)
-    return Judged(comparison, state.steps, first.spread)
+    comparison = compare(
+        analytic, state.numeric, band, state.kink, tolerance.nan_agrees
+    )
+    steps = state.steps
+    if is_vector:
+        comparison = comparison.column(0)
+        steps = steps[:, 0]
+    return Judged(comparison, steps, first.spread)

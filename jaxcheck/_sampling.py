@@ -17,8 +17,6 @@ import numpy as np
 from ._directional import LeafProbes, leaf_rng
 from ._pytree import LeafInfo
 
-DEFAULT_SAMPLES = 16
-
 
 def sampled_entries(
     leaves: Sequence[LeafInfo], samples: int, seed: int

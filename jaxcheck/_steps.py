@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +51,15 @@ DEFAULT_FLOORS: dict[str, Floor] = {
 # The round-off term is NOISE_FACTOR · u · max(|J(θ ± h)|) / |step|: the error of
 # subtracting two values of J each good to a few units in the last place.
 NOISE_FACTOR = 16.0
+
+
+def roundoff_bound(u: Any, scale: Any, width: Any) -> np.ndarray:
+    """NOISE_FACTOR · u · |J| / |step|: the bound on the round-off error of a
+    difference of values of magnitude `scale` taken across `width`, with unit
+    round-off `u`. The only place the round-off bound is written."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return NOISE_FACTOR * np.asarray(u) * np.asarray(scale) / np.asarray(width)
+
 
 # The truncation term is SAFETY · |D(h) − D(2h)| / (2^p − 1), the Richardson
 # estimate of the error of a difference of order p, times a margin for the

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._evaluate import evaluate, intermediate_bytes, sub_jaxprs, trace_base
-from ._numerical import Prepared
+from ._numerical import Prepared, change
 
 # The original value may differ from the float64 one by its own rounding: allow
 # this many units of its machine epsilon before calling the twin unfaithful.
@@ -69,7 +69,9 @@ def needs_float64_twin(prepared: Prepared) -> bool:
     )
 
 
-def float64_twin(prepared: Prepared, base_value: float) -> tuple[Prepared | None, str]:
+def float64_twin(
+    prepared: Prepared, base_value: float | np.ndarray
+) -> tuple[Prepared | None, str]:
     """The float64 twin of `prepared`, or None and the reason there is none.
 
     Must be called, and its result used, inside `x64()`.
@@ -97,13 +99,21 @@ def float64_twin(prepared: Prepared, base_value: float) -> tuple[Prepared | None
     narrow = sorted(set(_narrow_outputs(traced.jaxpr.jaxpr)))
     if narrow:
         return None, f"`fun` computes in {', '.join(narrow)} internally"
-    value = float(evaluate(twin.problem, dynamic))
+    value = np.asarray(evaluate(twin.problem, dynamic), np.float64).reshape(-1)
+    base = np.asarray(base_value, np.float64).reshape(-1)
     u = max(float(jnp.finfo(prepared.out_dtype).eps), float(jnp.finfo(np.float32).eps))
-    if not abs(value - base_value) <= _VALUE_ULPS * u * abs(base_value):
+    with np.errstate(invalid="ignore"):
+        off = ~(np.abs(change(value, base)) <= _VALUE_ULPS * u * np.abs(base))
+    off &= ~(np.isnan(value) & np.isnan(base))
+    if np.any(off):
+        k = int(np.flatnonzero(off)[0])
+        where = f" (output {k})" if base.size > 1 else ""
         return None, (
-            f"`fun` is {value:.9g} in float64 but {base_value:.9g} in its own dtype"
+            f"`fun` is {value[k]:.9g} in float64 but {base[k]:.9g} in its own "
+            f"dtype{where}"
         )
-    return Prepared(twin, out_dtype, intermediate_bytes(traced.jaxpr.jaxpr)), ""
+    fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
+    return Prepared(twin, out_dtype, fun_bytes, prepared.n_outputs), ""
 
 
 # Primitives that are not complex-analytic: with a complex operand they break
@@ -183,7 +193,8 @@ def complex_twin(prepared: Prepared) -> Prepared:
             f"method='complex': `fun` applies {', '.join(broken)} to complex values. "
             f"{hint}"
         )
-    return Prepared(twin, np.dtype(np.float64), intermediate_bytes(traced.jaxpr.jaxpr))
+    fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
+    return Prepared(twin, np.dtype(np.float64), fun_bytes, prepared.n_outputs)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ the batched engine and compares every output entry.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -19,20 +20,22 @@ import numpy as np
 
 from . import _validate
 from ._analytic import fun_name
-from ._check import check_grad
 from ._evaluate import DEFAULT_MEMORY_BUDGET
+from ._gradient import gradient_report
 from ._jacobian import check_primals, raise_if_failed
 from ._jacobian_report import JacobianReport, jacobian_report
 from ._numerical_jacobian import (
+    JACOBIAN_METHODS,
     VectorFun,
-    check_options,
-    numeric_jacobian,
+    judge_jacobian,
     of_some_leaves,
     output_leaves,
     output_shape,
+    prepare_vector,
     ravel_output,
     realify,
 )
+from ._options import Options, make_options
 from ._pytree import is_differentiable_leaf
 from ._report import GradCheckReport
 from ._steps import default_step_scale
@@ -60,6 +63,14 @@ jax.tree_util.register_pytree_with_keys(
 )
 
 
+def _paired(c: jax.Array, o: jax.Array) -> jax.Array:
+    """Σ Re(c · o) in their common dtype, cast explicitly; a zero cotangent
+    pairs to 0 even with an infinite output entry."""
+    dtype = jnp.promote_types(c.dtype, o.dtype)
+    c, o = c.astype(dtype), o.astype(dtype)
+    return jnp.sum(jnp.real(jnp.where(c == 0, jnp.zeros_like(c), c * o)))
+
+
 @dataclasses.dataclass(frozen=True)
 class Pairing:
     """⟨c, fun(*primals)⟩ = Σ Re(c · fun(*primals)), called as (primals, c)."""
@@ -68,11 +79,15 @@ class Pairing:
 
     def __call__(self, primals: tuple[Any, ...], cotangents: Any) -> jax.Array:
         out = jax.tree_util.tree_leaves(self.fun(*primals))
+        # A zero cotangent pairs to 0 even with an infinite output entry.
         terms = [
-            jnp.sum(jnp.real(c * o))
+            _paired(c, o)
             for c, o in zip(jax.tree_util.tree_leaves(cotangents), out, strict=True)
         ]
-        return sum(terms[1:], terms[0])
+        # Cast explicitly: jaxcheck must not rely on implicit promotion, which a
+        # user may have made strict.
+        dtype = functools.reduce(jnp.promote_types, [t.dtype for t in terms])
+        return sum((t.astype(dtype) for t in terms[1:]), terms[0].astype(dtype))
 
     def __repr__(self) -> str:
         return f"VJP of {fun_name(self.fun)}"
@@ -187,15 +202,20 @@ def check_like_primals(result: Any, primals: tuple[Any, ...], what: str) -> tupl
     return tuple(out)
 
 
-def vjp_report(fun, primals, vjp_fn, cotangents, *, seed=0, **options):
+def vjp_report(
+    fun: Callable[..., Any],
+    primals: tuple[Any, ...],
+    vjp_fn: Callable[[Any], tuple[Any, ...]] | None,
+    cotangents: Any,
+    options: Options,
+) -> GradCheckReport:
     """The report of one VJP, without raising."""
-    check_options(**options, methods=None)
     _validate.check_not_traced(primals, ())
-    c = cotangents_for(fun, primals, cotangents, seed)
+    c = cotangents_for(fun, primals, cotangents, options.seed)
     grad = None
     if vjp_fn is not None:
         grad = Primals(check_like_primals(vjp_fn(c), primals, "`vjp_fn(cotangents)`"))
-    return check_grad(Pairing(fun), Primals(primals), c, grad=grad, **options)
+    return gradient_report(Pairing(fun), Primals(primals), (c,), grad, options)
 
 
 def check_vjp(
@@ -255,11 +275,18 @@ def check_vjp(
         ValueError: `vjp_fn(cotangents)`[1] has shape (4, 3), but primals[1] ...
     """
     primals = _check_arguments(fun, primals, seed, vjp_fn, "vjp_fn(cotangents)")
-    report = vjp_report(
-        fun, primals, vjp_fn, cotangents, seed=seed, method=method, eps=eps,
-        atol=atol, rtol=rtol, chunk_size=chunk_size, memory_budget=memory_budget,
+    options = make_options(
+        method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
+        memory_budget=memory_budget, seed=seed,
     )  # fmt: skip
-    return raise_if_failed(report)
+    return raise_if_failed(vjp_report(fun, primals, vjp_fn, cotangents, options))
+
+
+def _moved(x: Any, s: jax.Array, t: jax.Array) -> jax.Array:
+    """x + s·t in x's dtype, cast explicitly (a real s and a complex x or t must
+    not rely on implicit promotion)."""
+    x = jnp.asarray(x)
+    return x + s.astype(x.dtype) * t.astype(x.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,12 +298,8 @@ class Directional:
     def __call__(self, s: jax.Array, primals: tuple, tangents: list) -> Any:
         leaves, treedef = jax.tree_util.tree_flatten(primals)
         moved = iter(tangents)
-        new = [
-            (x + s * next(moved)).astype(jnp.result_type(x))
-            if is_differentiable_leaf(x)
-            else x
-            for x in leaves
-        ]
+        new = [_moved(x, s, next(moved)) if is_differentiable_leaf(x) else x
+               for x in leaves]  # fmt: skip
         return self.fun(*jax.tree_util.tree_unflatten(treedef, new))
 
     def __repr__(self) -> str:
@@ -339,24 +362,37 @@ def default_jvp(fun: Callable[..., Any], primals: tuple, tangents: list) -> Any:
     return jax.jvp(of_floats, (floats,), (list(tangents),))[1]
 
 
+def _largest_finite(x: jax.Array) -> float:
+    """The largest finite |entry| of `x` (0 when it has none): a NaN or Inf input
+    must not make the step NaN."""
+    magnitude = np.abs(np.asarray(x))
+    return float(np.max(magnitude[np.isfinite(magnitude)], initial=0.0))
+
+
 def _direction_step(primals, tangents, dtype, method, eps) -> float:
     if eps is not None:
         return float(eps)
-    theta = max([float(jnp.max(jnp.abs(x))) for x in _float_leaves(primals) if x.size]
-                + [1.0])  # fmt: skip
-    t = max([float(jnp.max(jnp.abs(x))) for x in tangents if x.size] + [0.0])
+    theta = max([_largest_finite(x) for x in _float_leaves(primals)] + [1.0])
+    t = max([_largest_finite(x) for x in tangents] + [0.0])
     raw = default_step_scale(dtype, method) * theta / (t if t > 0 else 1.0)
     return float(np.exp2(np.round(np.log2(raw))))
 
 
-def jvp_report(fun, primals, jvp_fn, tangents, *, seed=0, method="central",
-               eps=None, atol=None, rtol=None, chunk_size=None,
-               memory_budget=DEFAULT_MEMORY_BUDGET, out_name="out", mode="jvp",
-               name=None) -> JacobianReport:  # fmt: skip
+def jvp_report(
+    fun: Callable[..., Any],
+    primals: tuple[Any, ...],
+    jvp_fn: Callable[..., Any] | None,
+    tangents: Any,
+    options: Options,
+    *,
+    out_name: str = "out",
+    mode: str = "jvp",
+    name: str | None = None,
+) -> JacobianReport:
     """The report of one JVP, without raising."""
-    check_options(method, eps, atol, rtol, chunk_size, memory_budget)
     _validate.check_not_traced(primals, ())
-    t = tangents_for(primals, tangents, seed)
+    method = options.method
+    t = tangents_for(primals, tangents, options.seed)
     if not t or not sum(x.size for x in t):
         raise ValueError(
             "`primals` has no floating entries to move along; jaxcheck perturbs "
@@ -385,15 +421,18 @@ def jvp_report(fun, primals, jvp_fn, tangents, *, seed=0, method="central",
     column = np.asarray(ravel_output(realify(analytic)), np.float64)[:, None]
     dtype = max((x.dtype for x in t), key=lambda d: jnp.finfo(d).eps)
     s_dtype = jnp.finfo(dtype).dtype
-    step = _direction_step(primals, t, s_dtype, method, eps)
-    numeric = numeric_jacobian(
-        VectorFun(Directional(fun)), jnp.zeros((), s_dtype), (primals, t),
-        outputs=outputs, method=method, eps=step, chunk_size=chunk_size,
-        memory_budget=memory_budget,
-    )  # fmt: skip
+    # The step along t is one step of θ's scale, in units of t.
+    step = _direction_step(primals, t, s_dtype, method, options.eps)
+    along = dataclasses.replace(options, eps=step)
+    args = (primals, t)
+    prepared = prepare_vector(
+        VectorFun(Directional(fun)), jnp.zeros((), s_dtype), args, along
+    )
+    judged, note = judge_jacobian(prepared, outputs, {mode: column}, along)
     return jacobian_report(
-        fun_name=name or f"JVP of {fun_name(fun)}", method=method, numeric=numeric,
-        analytic={mode: column}, out_name=out_name, in_name="", atol=atol, rtol=rtol,
+        fun_name=name or f"JVP of {fun_name(fun)}", method=method, prepared=prepared,
+        outputs=outputs, modes=[mode], judged=judged, note=note, out_name=out_name,
+        in_name="",
     )  # fmt: skip
 
 
@@ -451,8 +490,8 @@ def check_jvp(
         FAILED: 3 of 3 entries differ, in out['y'] (jvp); worst out['y'][...] (jvp): ...
     """
     primals = _check_arguments(fun, primals, seed, jvp_fn, "jvp_fn(primals, tangents)")
-    report = jvp_report(
-        fun, primals, jvp_fn, tangents, seed=seed, method=method, eps=eps,
-        atol=atol, rtol=rtol, chunk_size=chunk_size, memory_budget=memory_budget,
+    options = make_options(
+        method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
+        memory_budget=memory_budget, seed=seed, methods=JACOBIAN_METHODS,
     )  # fmt: skip
-    return raise_if_failed(report)
+    return raise_if_failed(jvp_report(fun, primals, jvp_fn, tangents, options))

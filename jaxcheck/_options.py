@@ -1,0 +1,119 @@
+"""The options every check shares, validated in one place before anything is traced.
+
+A public check takes its options as keyword arguments, turns them into one frozen
+`Options` with `make_options` (which raises the `TypeError`/`ValueError` naming
+the argument), and hands that object to the engine. Nothing below the front doors
+reads an option from anywhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from . import _validate
+from ._compare import Tolerance
+from ._evaluate import DEFAULT_MEMORY_BUDGET
+
+DEFAULT_SAMPLES = 16  # entries per leaf with mode="sample"
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How a check computes and judges its finite differences.
+
+    The fields are those of the public checks' keyword arguments (see
+    `check_grad`); `tolerance` gathers `atol`, `rtol` and, for the `check_grads`
+    drop-in, JAX's per-dtype tolerances and NaN semantics.
+    """
+
+    method: str = "central"
+    eps: float | None = None
+    tolerance: Tolerance = Tolerance()
+    chunk_size: int | None = None
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    nondet_tol: float | None = None
+    shadow: bool = True
+    mode: str = "full"
+    samples: int = DEFAULT_SAMPLES
+    seed: int = 0
+    progress: bool | Callable[[int, int], Any] | None = None
+    devices: tuple[jax.Device, ...] | None = None
+
+    @property
+    def atol(self) -> float | None:
+        return self.tolerance.atol
+
+    @property
+    def rtol(self) -> float | None:
+        return self.tolerance.rtol
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """The options of the finite differences themselves."""
+        return dict(
+            method=self.method,
+            eps=self.eps,
+            chunk_size=self.chunk_size,
+            memory_budget=self.memory_budget,
+        )
+
+
+def make_options(
+    *,
+    method: Any = "central",
+    eps: Any = None,
+    atol: Any = None,
+    rtol: Any = None,
+    chunk_size: Any = None,
+    memory_budget: Any = DEFAULT_MEMORY_BUDGET,
+    nondet_tol: Any = None,
+    shadow: Any = True,
+    mode: Any = "full",
+    samples: Any = None,
+    seed: Any = 0,
+    progress: Any = None,
+    devices: Any = None,
+    methods: Sequence[str] | None = None,
+    floors: tuple[tuple[Any, float, float], ...] = (),
+    nan_agrees: bool = False,
+) -> Options:
+    """Validates every option and returns them as one `Options`.
+
+    `methods` restricts the allowed methods (None: all of them).
+    """
+    if methods is None:
+        _validate.check_method(method)
+    else:
+        _validate.check_method(method, tuple(methods))
+    _validate.check_eps(eps)
+    _validate.check_tolerance("atol", atol)
+    _validate.check_tolerance("rtol", rtol)
+    _validate.check_tolerance("nondet_tol", nondet_tol)
+    _validate.check_flag("shadow", shadow)
+    _validate.check_chunking(chunk_size, memory_budget)
+    _validate.check_mode(mode, samples, seed)
+    _validate.check_progress(progress)
+    _validate.check_devices(devices)
+    return Options(
+        method=method,
+        eps=None if eps is None else float(eps),
+        tolerance=Tolerance(
+            atol=None if atol is None else float(atol),
+            rtol=None if rtol is None else float(rtol),
+            floors=floors,
+            nan_agrees=nan_agrees,
+        ),
+        chunk_size=None if chunk_size is None else int(chunk_size),
+        memory_budget=memory_budget,
+        nondet_tol=None if nondet_tol is None else float(nondet_tol),
+        shadow=bool(shadow),
+        mode=mode,
+        samples=DEFAULT_SAMPLES if samples is None else int(samples),
+        seed=int(seed),
+        progress=progress,
+        devices=None if devices is None else tuple(devices),
+    )

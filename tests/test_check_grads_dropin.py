@@ -1,0 +1,191 @@
+"""The `check_grads` drop-in follows JAX's conventions where a migrating suite
+relies on them: per-dtype tolerance dicts, "lin" mode, strict promotion, empty
+arrays, NaN on both sides. Each rule has a planted bug that must still fail."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcheck
+from jaxcheck import GradCheckError
+
+
+def _scaled_jvp(factor):
+    """sin with a JVP rule off by `factor` (1.0 is right)."""
+
+    @jax.custom_jvp
+    def f(x):
+        return jnp.sin(x)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return jnp.sin(x), factor * jnp.cos(x) * t
+
+    return f
+
+
+X = jnp.array([0.3, -1.2, 2.0])
+
+
+@pytest.mark.parametrize(
+    "atol, rtol",
+    [
+        ({np.float64: 1e-3}, {np.float64: 1e-3}),
+        ({np.dtype("float64"): 1e-3, np.float32: 0.5}, None),
+        (1e-3, 1e-3),
+        ({np.int32: 0}, None),
+    ],
+)
+def test_accepts_every_tolerance_form_jax_accepts(atol, rtol):
+    jaxcheck.check_grads(jnp.sin, (X,), 2, atol=atol, rtol=rtol)
+
+
+def test_a_dtype_tolerance_is_a_floor_per_entry():
+    off_by_2_percent = _scaled_jvp(1.02)
+    jaxcheck.check_grads(
+        off_by_2_percent, (X,), 1, modes=("fwd",), rtol={np.float64: 0.05}
+    )
+    with pytest.raises(GradCheckError, match=r"JVP check failed"):
+        jaxcheck.check_grads(
+            off_by_2_percent, (X,), 1, modes=("fwd",), rtol={np.float64: 1e-3}
+        )
+
+
+def test_the_floor_is_not_scaled_by_the_size_of_the_array():
+    """JAX multiplies its tolerance by the array's size (1000 here, so a 2 %
+    error passes an rtol of 1e-4); per entry, it does not."""
+    x = jnp.linspace(-1.0, 1.0, 1000)
+    with pytest.raises(GradCheckError, match=r"out\[\d+\] \(jvp\)"):
+        jaxcheck.check_grads(_scaled_jvp(1.02), (x,), 1, modes=("fwd",), rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "name, value, error, match",
+    [
+        ("atol", "small", TypeError, r"`atol` must be None, a non-negative number"),
+        (
+            "rtol",
+            {np.float32: -1.0},
+            ValueError,
+            r"`rtol\[.*float32.*\]` must be non-neg",
+        ),
+        (
+            "atol",
+            {"no-such-dtype": 1e-3},
+            TypeError,
+            r"`atol` has the key 'no-such-dtype'",
+        ),
+        ("rtol", {np.float64: "x"}, TypeError, r"`rtol\[.*\]` must be None, a non-neg"),
+    ],
+)
+def test_bad_tolerances_name_the_argument(name, value, error, match):
+    with pytest.raises(error, match=match):
+        jaxcheck.check_grads(jnp.sin, (X,), 1, **{name: value})
+
+
+def test_lin_mode_checks_the_linearization():
+    jaxcheck.check_grads(jnp.tanh, (X,), 2, modes=("lin",))
+    with pytest.raises(GradCheckError, match=r"LIN check failed"):
+        jaxcheck.check_grads(_scaled_jvp(1.5), (X,), 1, modes=("lin",))
+
+
+def test_complex_input_under_strict_promotion_and_checks():
+    z = jnp.array([0.5 + 0.25j, -1.0 + 2.0j], jnp.complex64)
+    with (
+        jax.numpy_dtype_promotion("strict"),
+        jax.numpy_rank_promotion("raise"),
+        jax.enable_checks(True),
+    ):
+        jaxcheck.check_grads(lambda z: jnp.sin(z) * z, (z,), 2, modes=("fwd", "rev"))
+
+
+def test_complex_input_with_a_wrong_rule_fails_under_strict_promotion():
+    @jax.custom_jvp
+    def f(z):
+        return z * z
+
+    f.defjvp(lambda p, t: (p[0] * p[0], p[0] * t[0]))  # should be 2·z·t
+    z = jnp.array([0.5 + 0.25j, -1.0 + 2.0j], jnp.complex128)
+    with jax.numpy_dtype_promotion("strict"), pytest.raises(GradCheckError):
+        jaxcheck.check_grads(f, (z,), 1, modes=("fwd",))
+
+
+@pytest.mark.parametrize(
+    "f, x",
+    [
+        (jnp.sin, jnp.zeros((0, 3))),
+        (lambda x: jnp.sum(x, axis=0), jnp.zeros((0, 3))),
+        (lambda x: x[:0] * 2.0, jnp.ones(3)),
+        (lambda x: {"empty": jnp.zeros((2, 0)) * x[0]}, jnp.ones(3)),
+    ],
+)
+def test_nothing_to_compare_passes_as_in_jax(f, x):
+    jaxcheck.check_grads(f, (x,), 2)
+
+
+def test_a_size_zero_output_beside_a_wrong_one_still_fails():
+    bad = _scaled_jvp(1.5)
+    with pytest.raises(GradCheckError, match=r"out\[1\]"):
+        jaxcheck.check_grads(lambda x: (x[:0], bad(x)), (X,), 1, modes=("fwd",))
+
+
+def test_nan_on_both_sides_agrees_as_in_jax():
+    x = jnp.array([0.2, 2.0, -3.0])  # arcsin is NaN outside [-1, 1]
+    with pytest.warns(UserWarning, match=r"NaN on both sides counts as agreement"):
+        jaxcheck.check_grads(jnp.arcsin, (x,), 1)
+    with pytest.warns(UserWarning, match=r"NaN on both sides"):
+        jaxcheck.check_grads(jax.nn.softplus, (jnp.array([jnp.nan, 1.0]),), 1)
+
+
+def test_nan_on_one_side_only_still_fails():
+    @jax.custom_jvp
+    def f(x):
+        return jnp.sqrt(x)
+
+    f.defjvp(lambda p, t: (jnp.sqrt(p[0]), jnp.full_like(p[0], jnp.nan) * t[0]))
+    with pytest.raises(GradCheckError, match=r"JVP check failed"):
+        jaxcheck.check_grads(f, (jnp.array([1.0, 4.0]),), 1, modes=("fwd",))
+
+
+def test_a_finite_vjp_of_a_nan_output_fails():
+    @jax.custom_vjp
+    def f(x):
+        return jnp.log(x)
+
+    f.defvjp(lambda x: (jnp.log(x), x), lambda x, c: (c * 0.0,))
+    with pytest.raises(GradCheckError, match=r"VJP check failed: `f` is NaN"):
+        jaxcheck.check_grads(f, (jnp.array([-1.0, 2.0]),), 1, modes=("rev",))
+
+
+def test_check_jacobian_keeps_its_stricter_verdict_on_nan():
+    with pytest.raises(GradCheckError, match=r"analytic nan/inf|inconclusive"):
+        jaxcheck.check_jacobian(jnp.arcsin, jnp.array([0.2, 2.0]))
+
+
+def test_a_nan_input_does_not_blame_eps():
+    """With eps=None the step comes from the finite entries of the input."""
+    x = jnp.array([jnp.nan, 1.0])
+    jaxcheck.check_grads(jnp.sin, (x,), 1, modes=("fwd",))
+    with pytest.warns(UserWarning, match=r"NaN on both sides"):
+        jaxcheck.check_grads(jnp.sin, (x,), 1, modes=("rev",))
+
+
+@pytest.mark.parametrize("modes", [("fwd",), ("rev",)])
+def test_an_output_stuck_at_minus_inf_does_not_move(modes):
+    def f(x):
+        return jnp.stack([jnp.log(jnp.zeros(())) + 0.0 * x[0], jnp.sin(x[1])])
+
+    jaxcheck.check_grads(f, (jnp.array([0.5, 1.0]),), 1, modes=modes)
+
+
+@pytest.mark.parametrize("modes", [("fwd",), ("rev",)])
+def test_beside_an_infinite_output_a_wrong_rule_fails(modes):
+    bad = _scaled_jvp(1.5)
+
+    def f(x):
+        return jnp.stack([jnp.log(jnp.zeros(())) + 0.0 * x[0], bad(x[1])])
+
+    with pytest.raises(GradCheckError, match=r"check failed"):
+        jaxcheck.check_grads(f, (jnp.array([0.5, 1.0]),), 1, modes=modes)
