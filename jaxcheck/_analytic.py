@@ -93,7 +93,9 @@ def analytic_side(
     if grad is None:
         positions = tuple(leaf.position for leaf in tree.leaves)
         try:
-            value, leaves = value_and_grad(tree.problem, positions, tree.dynamic)
+            value, leaves = value_and_grad(
+                tree.problem, positions, tree.dynamic, eager=prepared.eager
+            )
         except Exception as error:
             error.add_note("jaxcheck: raised while computing `jax.grad(fun)`.")
             raise

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 
 from ._argnums import check_order, select
-from ._errors import GradCheckError
+from ._errors import raise_if_failed
 from ._evaluate import DEFAULT_MEMORY_BUDGET
 from ._gradient import gradient_report
 from ._hessian import hessian_report
@@ -181,8 +181,9 @@ def assert_grad(fun: Callable[..., Any], params: Any, *args: Any, **options: Any
     passes, so it drops into a test as one line.
 
     Raises:
-        GradCheckError: an `AssertionError` whose message is the report: the leaf
-            table, the worst entries by path and index, and the verdict.
+        GradCheckError: an `AssertionError` whose first line is the verdict
+            (the failing leaves and the worst entry by path and index), followed
+            by the report: the leaf table, the worst entries and the verdict.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -193,12 +194,7 @@ def assert_grad(fun: Callable[..., Any], params: Any, *args: Any, **options: Any
         >>> jaxcheck.assert_grad(loss, {"w": jnp.arange(3.0)}, grad=wrong)
         Traceback (most recent call last):
         ...
-        jaxcheck.GradCheckError: Gradient check of `<lambda>` ...
-        ...
-        FAILED: 2 of 3 entries differ, in ['w']; worst ['w'][2]: ...
+        jaxcheck.GradCheckError: FAILED: 2 of 3 entries differ, in ['w']; worst ...
     """
     __tracebackhide__ = True  # pytest shows the failure at the caller's line
-    report = check_grad(fun, params, *args, **options)
-    if not report.ok:
-        raise GradCheckError(str(report))
-    return report
+    return raise_if_failed(check_grad(fun, params, *args, **options))

@@ -21,8 +21,8 @@ import numpy as np
 
 from . import _validate
 from ._analytic import fun_name
-from ._errors import GradCheckError
-from ._jacobian import check_modes, check_primals
+from ._errors import GradCheckError, raise_if_failed
+from ._jacobian import check_primals
 from ._jax_tolerance import jax_tolerances
 from ._numerical_jacobian import JACOBIAN_METHODS, output_shape
 from ._options import Options, make_options
@@ -135,7 +135,7 @@ def check_grads(
     args = check_primals(tuple(args) if isinstance(args, list) else args, "args")
     if not isinstance(order, int) or isinstance(order, bool) or order < 1:
         raise ValueError(f"`order` must be a positive int, got {order!r}.")
-    modes = check_modes(modes, MODES)
+    modes = _check_modes(modes)
     options = make_options(
         eps=eps, methods=JACOBIAN_METHODS, floors=jax_tolerances(atol, rtol),
         nan_agrees=True,
@@ -146,7 +146,7 @@ def check_grads(
             return  # as in JAX: no entries, nothing can differ
         if "fwd" in modes:
             msg = f"JVP of {what}" if what else "JVP"
-            _raise_if_failed(msg, jvp_report(f, args, None, None, options))
+            raise_if_failed(jvp_report(f, args, None, None, options), msg)
             if order > 1:
                 check(_JvpOf(f), (args, args), order - 1, msg)
         if "rev" in modes:
@@ -157,11 +157,22 @@ def check_grads(
         if "lin" in modes:
             msg = f"LIN of {what}" if what else "LIN"
             jvp_fn = _JvpFromLinearize(f)
-            _raise_if_failed(msg, jvp_report(f, args, jvp_fn, None, options))
+            raise_if_failed(jvp_report(f, args, jvp_fn, None, options), msg)
             if order > 1:
                 check(jvp_fn, (args, args), order - 1, msg)
 
     check(f, args, order, "")
+
+
+def _check_modes(modes: Any) -> tuple[str, ...]:
+    """JAX's `modes`: a sequence drawn from "fwd", "rev" and "lin"."""
+    if isinstance(modes, str) or not isinstance(modes, Sequence):
+        raise TypeError(f"`modes` must be a tuple drawn from {MODES}, got {modes!r}.")
+    if not modes or any(m not in MODES for m in modes):
+        raise ValueError(
+            f"`modes` must be a non-empty tuple drawn from {MODES}, got {modes!r}."
+        )
+    return tuple(dict.fromkeys(modes))
 
 
 def _nothing_to_compare(f: Callable[..., Any], args: tuple[Any, ...]) -> bool:
@@ -188,7 +199,7 @@ def _check_vjp(
     """
     out = jax.tree_util.tree_leaves(f(*args))
     if all(np.all(np.isfinite(np.asarray(x))) for x in out):
-        _raise_if_failed(what, vjp_report(f, args, None, None, options))
+        raise_if_failed(vjp_report(f, args, None, None, options), what)
         return
     c = cotangents_for(f, args, None, options.seed)
     if not any(np.any(np.isnan(np.asarray(x))) for x in out):
@@ -198,7 +209,7 @@ def _check_vjp(
             for x, o in zip(jax.tree_util.tree_leaves(c), out, strict=True)
         ]
         c = jax.tree_util.tree_unflatten(treedef, masked)
-        _raise_if_failed(what, vjp_report(f, args, None, c, options))
+        raise_if_failed(vjp_report(f, args, None, c, options), what)
         return
     vjp = jax.tree_util.tree_leaves(jax.vjp(f, *args)[1](c))
     if all(np.all(np.isfinite(np.asarray(x))) for x in vjp if _is_numeric(x)):
@@ -217,8 +228,3 @@ def _check_vjp(
 def _is_numeric(x: Any) -> bool:
     dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
     return dtype.kind in "fc"
-
-
-def _raise_if_failed(what: str, report: Any) -> None:
-    if not report.ok:
-        raise GradCheckError(f"{what} check failed:\n{report}")

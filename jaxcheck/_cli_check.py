@@ -159,7 +159,7 @@ def _check(args: argparse.Namespace) -> int:
             report = check_grad(fun, params, *fun_args, **options)
         except (TypeError, ValueError) as error:
             raise UsageError(f"{args.target}: {error}") from None
-    print(report.verdict() if args.quiet else report)
+    print(report.verdict if args.quiet else report)
     try:
         if args.json:
             with open(args.json, "w") as out:

@@ -18,12 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import GradCheckError
+from ._analytic import fun_name
+from ._errors import raise_if_failed
 from ._evaluate import DEFAULT_MEMORY_BUDGET
 from ._numerical_jacobian import JACOBIAN_METHODS, of_some_leaves
 from ._options import Options, make_options
 from ._pytree import is_differentiable_leaf
 from ._report import GradCheckReport
+from ._rule_report import RuleReport, RuleStep
 from ._vjp_jvp import (
     check_like_primals,
     cotangents_for,
@@ -118,19 +120,25 @@ def _first_difference(actual: Any, expected: Any) -> str | None:
     return None
 
 
-def _expect_same(actual: Any, expected: Any, what: str, hint: str) -> None:
+def _same_step(actual: Any, expected: Any, what: str, hint: str) -> RuleStep:
+    """A step that holds when two pytrees agree up to rounding."""
     where = _first_difference(actual, expected)
-    if where is not None:
-        raise GradCheckError(f"{what} differs at {where}. {hint}")
+    if where is None:
+        return RuleStep(what, True, "")
+    return RuleStep(what, False, f"differs at {where}. {hint}")
 
 
-def _check_primal_output(out: Any, fun_out: Any, rule: str) -> None:
-    _expect_same(
+def _primal_output_step(out: Any, fun_out: Any, rule: str) -> RuleStep:
+    return _same_step(
         out,
         fun_out,
-        f"The {rule} rule's primal output, compared with `fun`'s output,",
+        f"the {rule} rule's primal output equals `fun`'s output",
         f"The {rule} rule must return exactly what `fun` returns as its primal.",
     )
+
+
+def _value_step(what: str, report: GradCheckReport) -> RuleStep:
+    return RuleStep(what, report.ok, report.verdict, report)
 
 
 def _batched(floats: list[jax.Array]) -> list[jax.Array]:
@@ -142,37 +150,33 @@ def _stacked(trees: list[Any]) -> Any:
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def _check_transformations(linear: Callable, floats, directions, kind: str) -> None:
+def _transformation_steps(linear: Callable, floats, directions, kind: str):
     """`linear(floats, direction)` (a VJP or JVP) under jit and vmap, against eager
-    calls and a loop."""
+    calls and a loop: one step each."""
     hint = (
         f"The {kind} rule is not a pure function of its inputs: check for Python "
         "side effects, host callbacks and shapes read from the data."
     )
     jitted = jax.jit(linear)
     eager = linear(floats, directions[0])
-    _expect_same(jitted(floats, directions[0]), eager, f"Under jit, the {kind}", hint)
+    yield _same_step(
+        jitted(floats, directions[0]), eager, f"the {kind} is the same under jit", hint
+    )
     batch_hint = (
         f"The {kind} rule mishandles a batch dimension: check host callbacks "
         "(`vmap_method`), `custom_vmap` rules and axes taken from `.shape`."
     )
-    what = f"Under vmap over {_BATCH} directions, the {kind}"
+    what = f"the {kind} under vmap over {_BATCH} directions equals a loop"
     loop = _stacked([jitted(floats, d) for d in directions])
     batched = jax.jit(jax.vmap(linear, in_axes=(None, 0)))(floats, _stacked(directions))
-    _expect_same(batched, loop, what, batch_hint)
-    what = f"Under vmap over {_BATCH} primals and directions, the {kind}"
+    yield _same_step(batched, loop, what, batch_hint)
+    what = f"the {kind} under vmap over {_BATCH} primals and directions equals a loop"
     points = _batched(floats)
     loop = _stacked(
         [jitted([x[k] for x in points], d) for k, d in enumerate(directions)]
     )
     batched = jax.jit(jax.vmap(linear))(points, _stacked(directions))
-    _expect_same(batched, loop, what, batch_hint)
-
-
-def _passed(what: str, report: GradCheckReport) -> GradCheckReport:
-    if not report.ok:
-        raise GradCheckError(f"{what}:\n{report}")
-    return report
+    yield _same_step(batched, loop, what, batch_hint)
 
 
 def _options(method, eps, atol, rtol, chunk_size, memory_budget, seed) -> Options:
@@ -209,7 +213,7 @@ def check_custom_vjp(
     rtol: float | None = None,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-) -> dict[str, GradCheckReport]:
+) -> RuleReport:
     """Checks a `jax.custom_vjp` rule: output, structure, values, jit and vmap.
 
     In order: (a) the fwd rule's primal output equals `fun`'s output; (b) bwd
@@ -228,10 +232,12 @@ def check_custom_vjp(
         method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`.
 
     Returns:
-        The reports of the value checks, keyed by what was checked.
+        A `RuleReport` holding each step in the order run (`.steps`; a failed
+        structural step ends the check), `.ok` (also its truth value) and the
+        value checks' reports (`.reports`). It never raises on a wrong rule;
+        `assert_custom_vjp` does.
 
     Raises:
-        GradCheckError: naming the failed check and the entry or argument.
         TypeError, ValueError: for invalid arguments.
 
     Examples:
@@ -242,31 +248,35 @@ def check_custom_vjp(
         ... def square(x):
         ...     return x**2
         >>> square.defvjp(lambda x: (x**2, x), lambda x, g: (3 * x * g,))  # 2x!
-        >>> jaxcheck.check_custom_vjp(square, jnp.arange(3.0))
-        Traceback (most recent call last):
-        ...
-        jaxcheck.GradCheckError: bwd rule with cotangent 0 (seed 0):
-        ...
-        FAILED: 2 of 3 entries differ, in primals[0]; worst primals[0][2]: ...
+        >>> report = jaxcheck.check_custom_vjp(square, jnp.arange(3.0))
+        >>> report.ok
+        False
+        >>> print(report.verdict)  # doctest: +ELLIPSIS
+        FAILED: bwd rule with cotangent 0 (seed 0): 2 of 3 entries differ, ...
     """
     _rule(fun, "vjp")
     primals = tuple(primals)
     _check_count("num_cotangents", num_cotangents)
     options = _options(method, eps, atol, rtol, chunk_size, memory_budget, seed)
     nondiff, diff, f = _split(fun, primals)
+    note = _nondiff_note(fun)
+    steps: list[RuleStep] = []
     if not fun.symbolic_zeros:  # with symbolic zeros fwd takes wrapped primals
         out, residuals = fun.fwd(*primals)
-        _check_primal_output(out, fun.fun(*primals), "fwd")
+        steps.append(_primal_output_step(out, fun.fun(*primals), "fwd"))
         c = cotangents_for(f, diff, None, seed)
+        what = "the bwd rule returns a cotangent like each differentiable primal"
         try:
             check_like_primals(fun.bwd(*nondiff, residuals, c), diff, "the bwd rule")
+            steps.append(RuleStep(what, True, ""))
         except (TypeError, ValueError) as error:
-            raise GradCheckError(f"{error}{_nondiff_note(fun)}") from None
-    reports = {}
+            steps.append(RuleStep(what, False, f"{error}{note}"))
+        if not all(step.ok for step in steps):
+            return _report(fun, "custom_vjp", steps)
     for k in range(num_cotangents):
-        what = f"bwd rule with cotangent {k} (seed {seed + k}){_nondiff_note(fun)}"
+        what = f"bwd rule with cotangent {k} (seed {seed + k}){note}"
         report = vjp_report(f, diff, None, None, _seeded(options, k))
-        reports[what] = _passed(what, report)
+        steps.append(_value_step(what, report))
     of_floats, floats = of_some_leaves(f, diff, is_differentiable_leaf)
     floats = [jnp.asarray(x) for x in floats]
 
@@ -274,8 +284,12 @@ def check_custom_vjp(
         return jax.vjp(of_floats, floats)[1](c)[0]
 
     cotangents = [cotangents_for(f, diff, None, seed + k) for k in range(_BATCH)]
-    _check_transformations(vjp, floats, cotangents, "VJP")
-    return reports
+    steps.extend(_transformation_steps(vjp, floats, cotangents, "VJP"))
+    return _report(fun, "custom_vjp", steps)
+
+
+def _report(fun: Any, kind: str, steps: list[RuleStep]) -> RuleReport:
+    return RuleReport(fun_name=fun_name(fun.fun), kind=kind, steps=tuple(steps))
 
 
 def check_custom_jvp(
@@ -289,7 +303,7 @@ def check_custom_jvp(
     rtol: float | None = None,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-) -> dict[str, GradCheckReport]:
+) -> RuleReport:
     """Checks a `jax.custom_jvp` rule: output, structure, values, zeros, jit, vmap.
 
     In order: (a) the rule's primal output equals `fun`'s output; (b) its output
@@ -310,10 +324,12 @@ def check_custom_jvp(
         method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`.
 
     Returns:
-        The reports of the value checks, keyed by what was checked.
+        A `RuleReport` holding each step in the order run (`.steps`; a failed
+        structural step ends the check), `.ok` (also its truth value) and the
+        value checks' reports (`.reports`). It never raises on a wrong rule;
+        `assert_custom_jvp` does.
 
     Raises:
-        GradCheckError: naming the failed check and the entry or argument.
         TypeError, ValueError: for invalid arguments.
 
     Examples:
@@ -325,9 +341,9 @@ def check_custom_jvp(
         ...     return jnp.sin(x)
         >>> f.defjvp(lambda p, t: (jnp.sin(p[0]), jnp.cos(p[0]) * t[0]))
         <function <lambda> at ...>
-        >>> reports = jaxcheck.check_custom_jvp(f, jnp.arange(3.0))
-        >>> all(r.ok for r in reports.values())
-        True
+        >>> report = jaxcheck.check_custom_jvp(f, jnp.arange(3.0))
+        >>> report.ok, len(report.reports)
+        (True, 4)
     """
     _rule(fun, "jvp")
     primals = tuple(primals)
@@ -335,26 +351,30 @@ def check_custom_jvp(
     options = _options(method, eps, atol, rtol, chunk_size, memory_budget, seed)
     nondiff, diff, f = _split(fun, primals)
     note = _nondiff_note(fun)
+    steps: list[RuleStep] = []
     leaves, treedef = jax.tree_util.tree_flatten(diff)
     if all(is_differentiable_leaf(x) for x in leaves):  # all tangents are arrays
         t = jax.tree_util.tree_unflatten(treedef, tangents_for(diff, None, seed))
         out, t_out = fun.jvp(*nondiff, diff, t)
         fun_out = fun.fun(*primals)
-        _check_primal_output(out, fun_out, "jvp")
-        _expect_same(
-            jax.tree_util.tree_map(lambda x: np.zeros(np.shape(x), x.dtype), t_out),
-            jax.tree_util.tree_map(lambda x: np.zeros(np.shape(x), x.dtype), fun_out),
-            "The jvp rule's output tangent",
-            "It must have the structure, shapes and dtypes of `fun`'s output.",
+        steps.append(_primal_output_step(out, fun_out, "jvp"))
+        zeros = lambda x: np.zeros(np.shape(x), x.dtype)  # noqa: E731
+        steps.append(
+            _same_step(
+                jax.tree_util.tree_map(zeros, t_out),
+                jax.tree_util.tree_map(zeros, fun_out),
+                "the jvp rule's output tangent is shaped like `fun`'s output",
+                "It must have the structure, shapes and dtypes of `fun`'s output.",
+            )
         )
-    reports = {}
+        if not all(step.ok for step in steps):
+            return _report(fun, "custom_jvp", steps)
     for k in range(num_tangents):
         what = f"jvp rule with tangent {k} (seed {seed + k}){note}"
         report = jvp_report(f, diff, None, None, _seeded(options, k))
-        reports[what] = _passed(what, report)
+        steps.append(_value_step(what, report))
     what = f"transposed jvp rule (the VJP jax.grad runs){note}"
-    report = vjp_report(f, diff, None, None, options)
-    reports[what] = _passed(what, report)
+    steps.append(_value_step(what, vjp_report(f, diff, None, None, options)))
     if len(diff) > 1:
         for i in range(len(diff)):
             others = tuple(j for j in range(len(diff)) if j != i)
@@ -364,7 +384,7 @@ def check_custom_jvp(
                 f"for the others{note}"
             )
             report = jvp_report(alone, (diff[i],), None, None, options)
-            reports[what] = _passed(what, report)
+            steps.append(_value_step(what, report))
     of_floats, floats = of_some_leaves(f, diff, is_differentiable_leaf)
     floats = [jnp.asarray(x) for x in floats]
 
@@ -372,5 +392,50 @@ def check_custom_jvp(
         return jax.jvp(of_floats, (floats,), (t,))[1]
 
     tangents = [tangents_for(diff, None, seed + k) for k in range(_BATCH)]
-    _check_transformations(jvp, floats, tangents, "JVP")
-    return reports
+    steps.extend(_transformation_steps(jvp, floats, tangents, "JVP"))
+    return _report(fun, "custom_jvp", steps)
+
+
+def assert_custom_vjp(fun: Any, *primals: Any, **options: Any) -> RuleReport:
+    """Like `check_custom_vjp`, but raises `GradCheckError` when a step fails.
+
+    Raises:
+        GradCheckError: an `AssertionError` whose first line names the first
+            failing step and its verdict, followed by the whole report.
+
+    Examples:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import jaxcheck
+        >>> @jax.custom_vjp
+        ... def square(x):
+        ...     return x**2
+        >>> square.defvjp(lambda x: (x**2, x), lambda x, g: (3 * x * g,))  # 2x!
+        >>> jaxcheck.assert_custom_vjp(square, jnp.arange(3.0))
+        Traceback (most recent call last):
+        ...
+        jaxcheck.GradCheckError: FAILED: bwd rule with cotangent 0 (seed 0): ...
+    """
+    __tracebackhide__ = True  # pytest shows the failure at the caller's line
+    return raise_if_failed(check_custom_vjp(fun, *primals, **options))
+
+
+def assert_custom_jvp(fun: Any, *primals: Any, **options: Any) -> RuleReport:
+    """Like `check_custom_jvp`, but raises `GradCheckError` when a step fails.
+
+    Raises:
+        GradCheckError: an `AssertionError` whose first line names the first
+            failing step and its verdict, followed by the whole report.
+
+    Examples:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import jaxcheck
+        >>> @jax.custom_jvp
+        ... def f(x):
+        ...     return jnp.sin(x)
+        >>> _ = f.defjvp(lambda p, t: (jnp.sin(p[0]), jnp.cos(p[0]) * t[0]))
+        >>> _ = jaxcheck.assert_custom_jvp(f, jnp.arange(3.0))
+    """
+    __tracebackhide__ = True  # pytest shows the failure at the caller's line
+    return raise_if_failed(check_custom_jvp(fun, *primals, **options))

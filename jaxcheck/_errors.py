@@ -1,12 +1,27 @@
-"""The one exception raised when a gradient is wrong."""
+"""The one exception raised when a gradient is wrong, and how it is worded."""
+
+from __future__ import annotations
+
+from typing import Any
 
 
 class GradCheckError(AssertionError):
-    """Raised by `assert_grad` when analytic and numerical gradients disagree.
+    """Raised by the `assert_*` checks (and the `check_grads` drop-in) when an
+    analytic derivative disagrees with finite differences.
 
     It subclasses `AssertionError` so that pytest shows it as a failed assertion.
-    The message is the full report: one row per leaf, the worst entries with their
-    leaf path and index, and a one-line verdict.
+    The first line is the verdict, naming the failing leaf and its worst entry
+    (pytest's one-line summary shows just that); the full report follows.
     """
 
     __module__ = "jaxcheck"
+
+
+def raise_if_failed(report: Any, what: str = "") -> Any:
+    """Returns `report` when it is ok; otherwise raises `GradCheckError` whose
+    first line is `what` (e.g. "VJP of JVP") and the report's verdict."""
+    __tracebackhide__ = True  # pytest shows the failure at the caller's line
+    if not report.ok:
+        head = f"{what} check failed: " if what else ""
+        raise GradCheckError(f"{head}{report.verdict}\n{report}")
+    return report

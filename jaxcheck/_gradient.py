@@ -91,6 +91,7 @@ def gradient_report(
                 tolerance=options.tolerance,
                 leaves=tree.leaves,
                 entries=entries,
+                adapt_steps=options.adapt_steps,
                 **options.evaluation,
             )
         nondet_tol = options.nondet_tol

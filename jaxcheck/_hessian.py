@@ -18,8 +18,9 @@ import jax
 
 from . import _validate
 from ._analytic import fun_name
+from ._errors import raise_if_failed
 from ._evaluate import DEFAULT_MEMORY_BUDGET
-from ._jacobian import MODES, check_modes, jacobian_check, raise_if_failed
+from ._jacobian import check_autodiff, jacobian_check
 from ._jacobian_report import JacobianReport
 from ._numerical_jacobian import JACOBIAN_METHODS, of_some_leaves
 from ._options import Options, make_options
@@ -67,7 +68,7 @@ def hessian_report(
     *,
     hvp: bool = False,
     tangents: Any = None,
-    modes: Sequence[str] = MODES,
+    autodiff: Sequence[str] | None = None,
     options: Options,
 ) -> JacobianReport:
     """The report of the Hessian (or one Hessian-vector product), without raising."""
@@ -85,7 +86,7 @@ def hessian_report(
         )  # fmt: skip
     return jacobian_check(
         Gradient(fun), params, args, name=name, out_name="grad", in_name="params",
-        options=options, modes=check_modes(modes),
+        options=options, autodiff=check_autodiff(autodiff),
     )  # fmt: skip
 
 
@@ -96,7 +97,7 @@ def check_hessian(
     hvp: bool = False,
     tangents: Any = None,
     seed: int = 0,
-    modes: Sequence[str] = MODES,
+    autodiff: Sequence[str] | None = None,
     method: str = "central",
     eps: float | None = None,
     atol: float | None = None,
@@ -122,15 +123,16 @@ def check_hessian(
         hvp: check one Hessian-vector product instead of the whole Hessian.
         tangents: with `hvp=True`, the vector v, a pytree like `params`.
         seed: the seed of the random tangent.
-        modes: which of "rev" and "fwd" second derivatives to compare.
+        autodiff: which of "rev" (jax.jacrev) and "fwd" (jax.jacfwd) of the
+            gradient to compare; None (default) both where defined.
         method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`;
             the steps apply to `params`.
 
     Returns:
-        The `JacobianReport` when every entry agrees.
+        A `JacobianReport` (`.ok` is also its truth value). It never raises on a
+        wrong Hessian; `assert_hessian` does.
 
     Raises:
-        GradCheckError: when an entry differs; the message names it.
         TypeError, ValueError: for invalid arguments.
 
     Examples:
@@ -146,10 +148,8 @@ def check_hessian(
         >>> loss = lambda x: jnp.sum(sin(x))
         >>> jaxcheck.check_grad(loss, jnp.array([0.5, 1.0])).ok
         True
-        >>> jaxcheck.check_hessian(loss, jnp.array([0.5, 1.0]))
-        Traceback (most recent call last):
-        ...
-        jaxcheck.GradCheckError: ...
+        >>> report = jaxcheck.check_hessian(loss, jnp.array([0.5, 1.0]))
+        >>> print(report.verdict)  # doctest: +ELLIPSIS
         FAILED: 4 of 8 entries differ, ... worst grad[1] × params[1] (jacrev): ...
     """
     _validate.check_fun(fun)
@@ -163,6 +163,31 @@ def check_hessian(
         memory_budget=memory_budget, seed=seed, methods=JACOBIAN_METHODS,
     )  # fmt: skip
     report = hessian_report(
-        fun, params, args, hvp=hvp, tangents=tangents, modes=modes, options=options
+        fun,
+        params,
+        args,
+        hvp=hvp,
+        tangents=tangents,
+        autodiff=autodiff,
+        options=options,
     )
-    return raise_if_failed(report)
+    return report
+
+
+def assert_hessian(fun: Callable[..., Any], params: Any, *args: Any, **options):
+    """Like `check_hessian`, but raises `GradCheckError` when an entry differs.
+
+    Takes the same arguments as `check_hessian` and returns its report when
+    the check passes.
+
+    Raises:
+        GradCheckError: an `AssertionError` whose first line is the verdict,
+            naming the failing block and its worst entry, followed by the report.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxcheck
+        >>> _ = jaxcheck.assert_hessian(lambda x: jnp.sum(x**3), jnp.arange(3.0))
+    """
+    __tracebackhide__ = True  # pytest shows the failure at the caller's line
+    return raise_if_failed(check_hessian(fun, params, *args, **options))

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _validate
 from ._analytic import fun_name
-from ._errors import GradCheckError
+from ._errors import raise_if_failed
 from ._evaluate import DEFAULT_MEMORY_BUDGET
 from ._jacobian_report import JacobianReport, jacobian_report
 from ._numerical import Prepared
@@ -28,7 +28,7 @@ from ._numerical_jacobian import (
 )
 from ._options import Options, make_options
 
-MODES = ("rev", "fwd")
+AUTODIFF = ("rev", "fwd")
 _MODE_NAMES = {"rev": "jacrev", "fwd": "jacfwd", "given": "given jac"}
 
 
@@ -56,14 +56,27 @@ def check_primals(primals: Any, name: str = "primals") -> tuple[Any, ...]:
     return tuple(primals)
 
 
-def check_modes(modes: Any, allowed: tuple[str, ...] = MODES) -> tuple[str, ...]:
-    if isinstance(modes, str) or not isinstance(modes, Sequence):
-        raise TypeError(f"`modes` must be a tuple drawn from {allowed}, got {modes!r}.")
-    if not modes or any(m not in allowed for m in modes):
-        raise ValueError(
-            f"`modes` must be a non-empty tuple drawn from {allowed}, got {modes!r}."
+def check_autodiff(autodiff: Any) -> tuple[str, ...] | None:
+    """`autodiff`: None (every direction `fun` supports), or a tuple drawn
+    from ("rev", "fwd")."""
+    if autodiff is None:
+        return None
+    if isinstance(autodiff, str) or not isinstance(autodiff, Sequence):
+        raise TypeError(
+            f"`autodiff` must be None or a tuple drawn from {AUTODIFF}, got "
+            f"{autodiff!r}; e.g. autodiff=('rev',) checks jax.jacrev only."
         )
-    return tuple(dict.fromkeys(modes))
+    if not autodiff or any(m not in AUTODIFF for m in autodiff):
+        raise ValueError(
+            f"`autodiff` must be a non-empty tuple drawn from {AUTODIFF} ('rev' is "
+            f"jax.jacrev, 'fwd' jax.jacfwd), got {autodiff!r}."
+        )
+    return tuple(dict.fromkeys(autodiff))
+
+
+def _no_forward_mode(error: Exception) -> bool:
+    """JAX's refusal to run forward mode through a `custom_vjp` rule."""
+    return isinstance(error, TypeError) and "forward-mode" in str(error)
 
 
 def _given_jacobian(
@@ -111,11 +124,14 @@ def jacobian_check(
     out_name: str,
     in_name: str,
     options: Options,
-    modes: tuple[str, ...] = MODES,
+    autodiff: tuple[str, ...] | None = None,
     jac: Callable[[], Any] | None = None,
 ) -> JacobianReport:
     """The report of the Jacobian of `fun(params, *args)` with respect to the
-    floating leaves of `params`; `jac()` gives a Jacobian to check instead."""
+    floating leaves of `params`; `jac()` gives a Jacobian to check instead.
+
+    `autodiff=None` checks jax.jacrev, and jax.jacfwd unless `fun` has no
+    forward mode (a `custom_vjp` rule), which the report's note then says."""
     _validate.check_not_traced(params, args)
     out_info = output_shape(fun, params, *args)
     outputs = output_leaves(out_info, f"`{name}`")
@@ -123,24 +139,34 @@ def jacobian_check(
         raise ValueError(f"`{name}` returns no entries: there is no Jacobian to check.")
     prepared = prepare_vector(VectorFun(fun), params, args, options)
     tree = prepared.tree
+    skipped = ""
     if jac is not None:
         given = _given_jacobian(jac(), prepared, outputs, len(tree.leaves))
         analytic = {"given": given}
     else:
         positions = tuple(leaf.position for leaf in tree.leaves)
         analytic = {}
-        for mode in modes:
+        for mode in autodiff or AUTODIFF:
             try:
-                matrix = analytic_jacobian(mode, tree.problem, positions, tree.dynamic)
+                matrix = analytic_jacobian(
+                    mode, tree.problem, positions, tree.dynamic, eager=prepared.eager
+                )
             except Exception as error:
+                if autodiff is None and mode == "fwd" and _no_forward_mode(error):
+                    skipped = (
+                        "jax.jacfwd not checked: forward mode is not defined for "
+                        "`fun` (a custom_vjp rule)"
+                    )
+                    continue
                 error.add_note(
                     f"jaxcheck: raised while computing jax.{_MODE_NAMES[mode]}; a "
                     "function with a custom_vjp rule has no forward mode: pass "
-                    "modes=('rev',)."
+                    "autodiff=('rev',)."
                 )
                 raise
             analytic[mode] = np.asarray(matrix, np.float64)
     judged, note = judge_jacobian(prepared, outputs, analytic, options)
+    note = "; ".join(x for x in (note, skipped) if x)
     return jacobian_report(
         fun_name=name,
         method=options.method,
@@ -154,17 +180,11 @@ def jacobian_check(
     )
 
 
-def raise_if_failed(report: JacobianReport, what: str = "") -> JacobianReport:
-    if not report.ok:
-        raise GradCheckError((f"{what}: " if what else "") + str(report))
-    return report
-
-
 def check_jacobian(
     fun: Callable[..., Any],
     *primals: Any,
     jac: Any = None,
-    modes: Sequence[str] = MODES,
+    autodiff: Sequence[str] | None = None,
     method: str = "central",
     eps: float | None = None,
     atol: float | None = None,
@@ -190,16 +210,18 @@ def check_jacobian(
         jac: the Jacobian to check instead of jax.jacrev/jax.jacfwd: a callable
             `jac(*primals)` or its value, laid out as
             `jax.jacrev(fun, argnums=(0, ..., n-1))(*primals)` gives it.
-        modes: which of "rev" (jax.jacrev) and "fwd" (jax.jacfwd) to check; a
-            function with a `custom_vjp` rule has no forward mode: use ("rev",).
+        autodiff: which of "rev" (jax.jacrev) and "fwd" (jax.jacfwd) to check;
+            None (default) checks both, or only "rev" for a function with a
+            `custom_vjp` rule, which has no forward mode (the report says so).
         method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`.
 
     Returns:
-        The `JacobianReport` when every entry agrees.
+        A `JacobianReport`: `.ok` (also its truth value), one row per (output
+        leaf, input leaf) block and mode, failing entries located as
+        `out<path>[i] × primals<path>[j] (jacrev)`. It never raises on a wrong
+        Jacobian; `assert_jacobian` does.
 
     Raises:
-        GradCheckError: when an entry differs; the message names each failing
-            entry as `out<path>[i] × primals<path>[j] (jacrev)`.
         TypeError, ValueError: for invalid arguments or non-floating outputs.
 
     Examples:
@@ -212,15 +234,15 @@ def check_jacobian(
         72
         >>> wrong = lambda x, y: {"prod": (jnp.diag(y), jnp.diag(y)),
         ...                       "sum": (jnp.eye(3), jnp.eye(3))}
-        >>> jaxcheck.check_jacobian(f, jnp.arange(3.0), jnp.ones(3), jac=wrong)
-        Traceback (most recent call last):
-        ...
-        jaxcheck.GradCheckError: ...
+        >>> report = jaxcheck.check_jacobian(f, jnp.arange(3.0), jnp.ones(3), jac=wrong)
+        >>> report.ok
+        False
+        >>> print(report.verdict)  # doctest: +ELLIPSIS
         FAILED: 2 of 36 entries differ, ... worst out['prod'][0] × primals[1][0] ...
     """
     _validate.check_fun(fun)
     primals = check_primals(primals)
-    modes = check_modes(modes)
+    autodiff = check_autodiff(autodiff)
     if jac is not None and not callable(jac):
         value = jac
         jac_thunk = lambda: value  # noqa: E731
@@ -234,6 +256,29 @@ def check_jacobian(
     )  # fmt: skip
     report = jacobian_check(
         Star(fun), primals, (), name=fun_name(fun), out_name="out",
-        in_name="primals", options=options, modes=modes, jac=jac_thunk,
+        in_name="primals", options=options, autodiff=autodiff, jac=jac_thunk,
     )  # fmt: skip
-    return raise_if_failed(report)
+    return report
+
+
+def assert_jacobian(fun: Callable[..., Any], *primals: Any, **options: Any):
+    """Like `check_jacobian`, but raises `GradCheckError` when an entry differs.
+
+    Takes the same arguments as `check_jacobian` and returns its report when
+    the check passes.
+
+    Raises:
+        GradCheckError: an `AssertionError` whose first line is the verdict,
+            naming the failing block and its worst entry, followed by the report.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxcheck
+        >>> _ = jaxcheck.assert_jacobian(jnp.sin, jnp.arange(3.0))
+        >>> jaxcheck.assert_jacobian(jnp.sin, jnp.arange(3.0), jac=jnp.eye(3))
+        Traceback (most recent call last):
+        ...
+        jaxcheck.GradCheckError: FAILED: 2 of 9 entries differ, in out × primals[0] ...
+    """
+    __tracebackhide__ = True  # pytest shows the failure at the caller's line
+    return raise_if_failed(check_jacobian(fun, *primals, **options))

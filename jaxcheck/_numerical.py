@@ -16,8 +16,10 @@ import numpy as np
 
 from . import _validate
 from ._evaluate import (
+    count_equations,
     evaluate,
     intermediate_bytes,
+    runs_eagerly,
     trace_base,
 )
 from ._perturb import evaluate_shifts
@@ -44,6 +46,7 @@ class Prepared:
     out_dtype: np.dtype
     fun_bytes: int  # intermediates of one evaluation of `fun`
     n_outputs: int = 1
+    eager: bool = False  # small enough to evaluate op by op (see `_evaluate`)
 
 
 def prepare(
@@ -71,11 +74,16 @@ def prepare(
     traced = trace_base(tree.problem, tree.dynamic)
     if scalar:
         _validate.check_output(traced.out_info)
+    fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
+    n_equations = count_equations(traced.jaxpr.jaxpr)
+    # Central differences, refined at 2h: about four evaluations per entry.
+    eager = runs_eagerly(n_equations, fun_bytes, 4 * tree.size)
     return Prepared(
         tree=tree,
         out_dtype=np.dtype(traced.out_info.dtype),
-        fun_bytes=intermediate_bytes(traced.jaxpr.jaxpr),
+        fun_bytes=fun_bytes,
         n_outputs=1 if scalar else int(traced.out_info.shape[0]),
+        eager=eager,
     )
 
 
@@ -181,6 +189,7 @@ def differences(
         repeats=repeats,
         imaginary=method == "complex",
         n_outputs=prepared.n_outputs,
+        eager=prepared.eager,
     )
     if strict:
         _check_steps_resolve(shifted.moved, prepared.tree, entries, eps)
@@ -256,6 +265,6 @@ def finite_differences(
 
 def base_value_of(prepared: Prepared) -> float:
     tree = prepared.tree
-    value = float(evaluate(tree.problem, tree.dynamic))
+    value = float(evaluate(tree.problem, tree.dynamic, eager=prepared.eager))
     _validate.check_base_value(value, tree)
     return value

@@ -14,7 +14,6 @@ for the same split function, holomorphic or not.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -202,7 +201,8 @@ def judge_jacobian(
         for o in outputs
     ]
     tree = prepared.tree
-    base = np.asarray(evaluate(tree.problem, tree.dynamic), np.float64)
+    base = evaluate(tree.problem, tree.dynamic, eager=prepared.eager)
+    base = np.asarray(base, np.float64)
     with numerical_side(prepared, base, options.shadow, options.method) as (
         numerical,
         note,
@@ -214,21 +214,32 @@ def judge_jacobian(
             leaves=tree.leaves,
             outputs=blocks,
             columns=np.tile(np.arange(m), len(matrices)),
+            adapt_steps=options.adapt_steps,
             **options.evaluation,
         )
     return judged, note
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def analytic_jacobian(
     mode: str,
     problem: Problem,
     positions: tuple[int, ...],
     dynamic: tuple[jax.Array, ...],
+    *,
+    eager: bool = False,
 ) -> jax.Array:
     """`jax.jacrev` ("rev") or `jax.jacfwd` ("fwd") of the flat output with respect
-    to the leaves at `positions`, as one (M, N) matrix."""
+    to the leaves at `positions`, as one (M, N) matrix (with `eager`, op by op)."""
+    program = _analytic_jacobian if eager else _analytic_jacobian_jit
+    return program(mode, problem, positions, dynamic)
 
+
+def _analytic_jacobian(
+    mode: str,
+    problem: Problem,
+    positions: tuple[int, ...],
+    dynamic: tuple[jax.Array, ...],
+) -> jax.Array:
     def of_leaves(leaves):
         return problem.evaluate(replace_leaves(dynamic, positions, leaves))
 
@@ -236,3 +247,6 @@ def analytic_jacobian(
     blocks = transform(of_leaves)(tuple(dynamic[p] for p in positions))
     m = jax.eval_shape(of_leaves, tuple(dynamic[p] for p in positions)).shape[0]
     return jnp.concatenate([b.reshape(m, -1) for b in blocks], axis=1)
+
+
+_analytic_jacobian_jit = jax.jit(_analytic_jacobian, static_argnums=(0, 1, 2))

@@ -42,6 +42,9 @@ class Options:
     seed: int = 0
     progress: bool | Callable[[int, int], Any] | None = None
     devices: tuple[jax.Device, ...] | None = None
+    # Whether the steps are jaxcheck's to choose (no `eps` given): then an entry
+    # whose error is mostly truncation is retried at smaller steps.
+    adapt_steps: bool = True
 
     @property
     def atol(self) -> float | None:
@@ -116,4 +119,5 @@ def make_options(
         seed=int(seed),
         progress=progress,
         devices=None if devices is None else tuple(devices),
+        adapt_steps=eps is None,
     )

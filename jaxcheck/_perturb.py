@@ -60,6 +60,7 @@ def evaluate_shifts(
     repeats: int = 1,
     imaginary: bool = False,
     n_outputs: int = 1,
+    eager: bool = False,
 ) -> Shifted:
     """Evaluates J at θ + s·hᵢ·eᵢ for every entry i of `entries` (sorted offsets
     into θ) and every shift s, batched per block of leaves. With `imaginary`, the
@@ -93,7 +94,7 @@ def evaluate_shifts(
             # refinements of any size share a handful of compiled programs.
             chunk = min(_bit_ceil(len(index)), max(chunk, 8))
         out = evaluate_block(
-            tree.problem, block, leaves, tree.dynamic, index, new, chunk
+            tree.problem, block, leaves, tree.dynamic, index, new, chunk, eager
         )
         out = (out.imag if imaginary else out).astype(np.float64)
         out = out.reshape(len(out), n_outputs)

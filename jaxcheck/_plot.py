@@ -180,7 +180,7 @@ def draw(report: GradCheckReport, *, max_leaves: int = 12) -> Any:
         )
         colourbar.ax.tick_params(labelsize=7)
     hidden = len([s for s in report.leaves if s.size]) - len(shown)
-    title = report.verdict() + (
+    title = report.verdict + (
         f" Heatmaps of the {len(shown)} worst leaves; {hidden} more in the bars."
         if hidden
         else ""

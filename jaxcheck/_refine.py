@@ -10,13 +10,15 @@ only be wider. Only the others, usually none, are evaluated again:
   D(h) + (D(h) − D(2h)) / (2^p − 1) is the numerical value compared;
 - a kink shows as one-sided slopes whose jump does not shrink with the step:
   with d(h) = F(h) − B(h) = c + h·J'' for a jump c, the estimate 2·d(h) − d(2h)
-  removes the smooth part. There the analytic value passes as a kink when it
-  lies between the two one-sided slopes (a valid subgradient, as for relu or
-  abs at 0);
+  removes the smooth part, and d(2h) stays within half of d(h). There the
+  analytic value passes as a kink when it lies between the two one-sided
+  slopes (a valid subgradient, as for relu or abs at 0);
 - where a difference is NaN or Inf (a step across the edge of `fun`'s domain,
   as for log near 0) the step is shrunk by 8, up to four times; an entry still
   not finite is inconclusive. So is the step of an entry that passes only
-  thanks to a large truncation term, as long as that tightens its bound.
+  thanks to a large truncation term, or fails with a bound that is mostly
+  truncation (a step too large for the scale on which `fun` varies), as long as
+  that tightens its bound.
 """
 
 from __future__ import annotations
@@ -101,8 +103,14 @@ class _Refinement:
         if self.method in ("central", "central4"):
             forward, backward = d1.forward[:, c], d1.backward[:, c]
             with np.errstate(invalid="ignore"):
-                jump = 2 * (forward - backward) - (d2.forward - d2.backward)[:, c]
-                kinked = np.abs(jump) > 10 * noise + trunc
+                gap_h = forward - backward
+                gap_2h = (d2.forward - d2.backward)[:, c]
+                jump = 2 * gap_h - gap_2h
+                # A jump stays as the step doubles; one-sided slopes that part
+                # because `fun` curves strongly on the step's scale (log near 0)
+                # move apart with it, and are no kink.
+                steady = np.abs(gap_2h - gap_h) <= 0.5 * np.abs(gap_h)
+                kinked = (np.abs(jump) > 10 * noise + trunc) & steady
                 low = np.minimum(forward, backward) - first_band
                 high = np.maximum(forward, backward) + first_band
                 a = self.analytic[rows].real
@@ -130,15 +138,21 @@ class _Refinement:
         """The rows of the θ offsets `entries`."""
         return np.searchsorted(self.entries, entries)
 
-    def unsettled(self, band_of) -> np.ndarray:
-        """Rows worth a smaller step: a numerical value that is not finite, or a
-        verdict that only the truncation term of the bound makes a pass."""
+    def unsettled(self, band_of, fixed_step: bool) -> np.ndarray:
+        """Rows worth a smaller step: a numerical value that is not finite, a
+        verdict that only the truncation term of the bound makes a pass, or a
+        failure whose bound is mostly truncation (the step is too large for the
+        scale on which `fun` varies, e.g. it reaches past a domain edge)."""
         with np.errstate(invalid="ignore"):
             err = np.abs(self.analytic - self.numeric)
             passes = err <= band_of(self.bound)
             passes_tightly = err <= band_of(self.bound - self.trunc)
+            # A step the caller chose (`eps`) is kept: its error is the answer.
+            truncated = ~passes & (2 * self.trunc > self.bound) & ~fixed_step
         weak = passes & ~passes_tightly & ~self.kink
-        bad = np.isfinite(self.analytic) & (~np.isfinite(self.numeric) | weak)
+        bad = np.isfinite(self.analytic) & (
+            ~np.isfinite(self.numeric) | weak | truncated
+        )
         return np.flatnonzero(np.any(bad, axis=1))
 
 
@@ -165,6 +179,7 @@ def judge(
     entries: np.ndarray | None = None,
     outputs: Sequence[OutputBlock] | None = None,
     columns: np.ndarray | None = None,
+    adapt_steps: bool = True,
 ) -> Judged:
     """Compares `analytic` with finite differences, entry by entry: every entry
     of θ, or the sorted θ offsets `entries`.
@@ -177,6 +192,8 @@ def judge(
     `leaves` (default: those of `prepared`) are the leaves whose dtypes set the
     floors of the pass band: the analytic side's, when `prepared` is a float64
     twin. `outputs` are the column blocks of the pass band (see `pass_band`).
+    Without `adapt_steps` (a step the caller chose), an entry is only retried
+    at smaller steps where `fun` is not finite there.
     """
     leaves = prepared.tree.leaves if leaves is None else leaves
     is_vector = analytic.ndim == 1
@@ -218,7 +235,7 @@ def judge(
             state.apply(d1, d2, band[resolved], False)
         for level in range(1, _RETRIES + 1):
             steps = first.steps / _SHRINK**level
-            retry = state.unsettled(band_of)
+            retry = state.unsettled(band_of, fixed_step=not adapt_steps)
             retry = retry[np.any(state.steps[retry] > steps[retry, None], axis=1)]
             if not retry.size:
                 break

@@ -13,6 +13,7 @@ import numpy as np
 
 from ._compare import (
     ANALYTIC_NONFINITE,
+    BOTH_NONFINITE,
     FAILING,
     INCONCLUSIVE,
     KINK,
@@ -101,8 +102,10 @@ def _summarize(
             (status >= FAILING).reshape(leaf.shape),
             c.tolerance[part].reshape(leaf.shape),
         )
-    analytic, numeric = c.analytic[part], c.numeric[part]
-    abs_err, rel_err = c.abs_err[part], c.rel_err[part]
+    # Entries NaN or Inf on both sides agree (the drop-in): no error to show.
+    agree = status != BOTH_NONFINITE
+    analytic, numeric = c.analytic[part][agree], c.numeric[part][agree]
+    abs_err, rel_err = c.abs_err[part][agree], c.rel_err[part][agree]
     if analytic.size == 0 and probes is not None and probes.analytic.size:
         analytic, numeric, abs_err = probes.analytic, probes.numeric, probes.abs_err
         scale = np.maximum(np.abs(analytic), np.abs(numeric))
@@ -165,8 +168,9 @@ class GradCheckReport:
             _summarize(leaf, comparison, self._rows(leaf), how, p)
             for leaf, how, p in zip(leaves, checked, probes, strict=True)
         )
-        analytic = [comparison.analytic] + [p.analytic for p in probes if p]
-        numeric = [comparison.numeric] + [p.numeric for p in probes if p]
+        compared = comparison.status != BOTH_NONFINITE
+        analytic = [comparison.analytic[compared]] + [p.analytic for p in probes if p]
+        numeric = [comparison.numeric[compared]] + [p.numeric for p in probes if p]
         self.rel_diff = relative_difference(
             np.concatenate(analytic), np.concatenate(numeric)
         )
@@ -229,15 +233,18 @@ class GradCheckReport:
         order = np.argsort(-score, kind="stable")[:k]
         return [self._entry(int(i)) for i in order]
 
+    @property
     def failures(self) -> list[EntryReport]:
         """Every failing entry, worst first."""
         return self.worst(self.num_failed)
 
+    @property
     def kinks(self) -> list[EntryReport]:
         """The entries at a kink of `fun` whose analytic value is a subgradient."""
         flat = np.flatnonzero(self.comparison.status == KINK)
         return [self._entry(int(i)) for i in flat]
 
+    @property
     def verdict(self) -> str:
         """The one-line verdict that ends `str(report)`."""
         if self.nondeterministic:
@@ -326,8 +333,12 @@ class GradCheckReport:
                     f"    {e.location:<{w}}  {e.analytic:>13.6g} {e.numeric:>13.6g} "
                     f"{e.abs_err:>9.2e} {e.tolerance:>9.2e}  {e.status}"
                 )
-        lines.append(self.verdict())
+        lines.append(self.verdict)
         return "\n".join(lines)
+
+    def __bool__(self) -> bool:
+        """`report.ok`: `assert jaxcheck.check_grad(...)` asserts the verdict."""
+        return self.ok
 
     def __repr__(self) -> str:
         return (
@@ -351,7 +362,7 @@ class GradCheckReport:
             "num_entries": self.num_entries,
             "num_failed": self.num_failed,
             "rel_diff": _json_number(self.rel_diff),
-            "verdict": self.verdict(),
+            "verdict": self.verdict,
             "leaves": [
                 {k: _json_number(v) for k, v in dataclasses.asdict(s).items()}
                 for s in self.leaves

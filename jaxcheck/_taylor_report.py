@@ -132,10 +132,12 @@ class TaylorReport:
     directions: tuple[TaylorDirection, ...]
     skipped: tuple[tuple[str, str], ...]  # (path, why) of leaves not perturbed
 
+    @property
     def failures(self) -> list[TaylorDirection]:
         """The directions that did not pass, the global one first."""
         return [d for d in self.directions if not d.ok]
 
+    @property
     def verdict(self) -> str:
         """The one-line verdict that ends `str(report)`."""
         if self.ok:
@@ -143,7 +145,7 @@ class TaylorReport:
                 f"OK: the remainder converges at order ≥ {PASS_ORDER} or is at "
                 f"round-off along all {len(self.directions)} directions."
             )
-        bad = self.failures()
+        bad = self.failures
         leaves = [d for d in bad if d.name != "all"]
         if leaves:
             where = ", ".join(f"{d.name} (order {d.order:.2f})" for d in leaves)
@@ -152,6 +154,10 @@ class TaylorReport:
             f"FAILED along the global direction only (order {bad[0].order:.2f}): "
             "no single leaf is located; check the leaves with `check_grad`."
         )
+
+    def __bool__(self) -> bool:
+        """`report.ok`, so that `assert jaxcheck.taylor_test(...)` asserts it."""
+        return self.ok
 
     def __str__(self) -> str:
         first = self.directions[0]
@@ -169,7 +175,7 @@ class TaylorReport:
         if self.skipped:
             kept = "; ".join(f"{p} ({why})" for p, why in self.skipped)
             lines.append(f"  not perturbed: {kept}")
-        shown = [first] + [d for d in self.failures() if d is not first]
+        shown = [first] + [d for d in self.failures if d is not first]
         shown = shown[:_COLUMNS_SHOWN]
         col = max(11, *(len(d.name) + 1 for d in shown))
         lines.append("  remainders:")
@@ -177,7 +183,7 @@ class TaylorReport:
         for k, h in enumerate(first.steps):
             cells = "".join(f"{d.remainders[k]:>{col}.2e}" for d in shown)
             lines.append(f"  {h:>10.2e}{cells}")
-        lines.append(self.verdict())
+        lines.append(self.verdict)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,7 +202,7 @@ class TaylorReport:
             "ok": self.ok,
             "fun": self.fun_name,
             "seed": self.seed,
-            "verdict": self.verdict(),
+            "verdict": self.verdict,
             "directions": [direction(d) for d in self.directions],
             "skipped": [{"path": p, "reason": why} for p, why in self.skipped],
         }

@@ -99,7 +99,8 @@ def float64_twin(
     narrow = sorted(set(_narrow_outputs(traced.jaxpr.jaxpr)))
     if narrow:
         return None, f"`fun` computes in {', '.join(narrow)} internally"
-    value = np.asarray(evaluate(twin.problem, dynamic), np.float64).reshape(-1)
+    value = evaluate(twin.problem, dynamic, eager=prepared.eager)
+    value = np.asarray(value, np.float64).reshape(-1)
     base = np.asarray(base_value, np.float64).reshape(-1)
     u = max(float(jnp.finfo(prepared.out_dtype).eps), float(jnp.finfo(np.float32).eps))
     with np.errstate(invalid="ignore"):
@@ -113,7 +114,10 @@ def float64_twin(
             f"dtype{where}"
         )
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
-    return Prepared(twin, out_dtype, fun_bytes, prepared.n_outputs), ""
+    twin_prepared = Prepared(
+        twin, out_dtype, fun_bytes, prepared.n_outputs, prepared.eager
+    )
+    return twin_prepared, ""
 
 
 # Primitives that are not complex-analytic: with a complex operand they break
@@ -194,7 +198,9 @@ def complex_twin(prepared: Prepared) -> Prepared:
             f"{hint}"
         )
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
-    return Prepared(twin, np.dtype(np.float64), fun_bytes, prepared.n_outputs)
+    return Prepared(
+        twin, np.dtype(np.float64), fun_bytes, prepared.n_outputs, prepared.eager
+    )
 
 
 @contextlib.contextmanager

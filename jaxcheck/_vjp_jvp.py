@@ -20,9 +20,10 @@ import numpy as np
 
 from . import _validate
 from ._analytic import fun_name
+from ._errors import raise_if_failed
 from ._evaluate import DEFAULT_MEMORY_BUDGET
 from ._gradient import gradient_report
-from ._jacobian import check_primals, raise_if_failed
+from ._jacobian import check_primals
 from ._jacobian_report import JacobianReport, jacobian_report
 from ._numerical_jacobian import (
     JACOBIAN_METHODS,
@@ -37,8 +38,8 @@ from ._numerical_jacobian import (
 )
 from ._options import Options, make_options
 from ._pytree import is_differentiable_leaf
+from ._refine import Judged
 from ._report import GradCheckReport
-from ._steps import default_step_scale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,10 +255,10 @@ def check_vjp(
         method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`.
 
     Returns:
-        The `GradCheckReport` of the input entries, when every entry agrees.
+        The `GradCheckReport` of the input entries (`.ok` is also its truth
+        value). It never raises on a wrong VJP; `assert_vjp` does.
 
     Raises:
-        GradCheckError: when an entry differs; the message names it.
         TypeError, ValueError: for invalid arguments, or a `vjp_fn` whose result
             does not match the primals in number, structure, shape or dtype.
 
@@ -279,7 +280,31 @@ def check_vjp(
         method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
         memory_budget=memory_budget, seed=seed,
     )  # fmt: skip
-    return raise_if_failed(vjp_report(fun, primals, vjp_fn, cotangents, options))
+    return vjp_report(fun, primals, vjp_fn, cotangents, options)
+
+
+def assert_vjp(fun: Callable[..., Any], primals: tuple[Any, ...], *rest, **options):
+    """Like `check_vjp`, but raises `GradCheckError` when an entry differs.
+
+    Takes the same arguments as `check_vjp` and returns its report when the
+    check passes.
+
+    Raises:
+        GradCheckError: an `AssertionError` whose first line is the verdict,
+            naming the failing input and its worst entry, followed by the report.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxcheck
+        >>> _ = jaxcheck.assert_vjp(jnp.sin, (jnp.arange(3.0),))
+        >>> wrong = lambda c: (2 * c,)
+        >>> jaxcheck.assert_vjp(jnp.sin, (jnp.arange(3.0),), vjp_fn=wrong)
+        Traceback (most recent call last):
+        ...
+        jaxcheck.GradCheckError: FAILED: 3 of 3 entries differ, in primals[0]; ...
+    """
+    __tracebackhide__ = True  # pytest shows the failure at the caller's line
+    return raise_if_failed(check_vjp(fun, primals, *rest, **options))
 
 
 def _moved(x: Any, s: jax.Array, t: jax.Array) -> jax.Array:
@@ -369,13 +394,29 @@ def _largest_finite(x: jax.Array) -> float:
     return float(np.max(magnitude[np.isfinite(magnitude)], initial=0.0))
 
 
-def _direction_step(primals, tangents, dtype, method, eps) -> float:
-    if eps is not None:
-        return float(eps)
+def _direction_scale(primals: tuple, tangents: list[jax.Array]) -> float:
+    """max|θ| / max|t| (at least 1 for θ), rounded to a power of two: the tangent
+    times this moves θ on its own scale when s moves by 1, so the engine's steps
+    for s (chosen per dtype, as for any entry at 0) fit θ. A power of two scales
+    t exactly."""
     theta = max([_largest_finite(x) for x in _float_leaves(primals)] + [1.0])
     t = max([_largest_finite(x) for x in tangents] + [0.0])
-    raw = default_step_scale(dtype, method) * theta / (t if t > 0 else 1.0)
-    return float(np.exp2(np.round(np.log2(raw))))
+    return float(np.exp2(np.round(np.log2(theta / (t if t > 0 else 1.0)))))
+
+
+def _unscaled(judged: Judged, scale: float) -> Judged:
+    """The verdicts of a JVP along scale·t, in the units of a JVP along t."""
+    c = judged.comparison
+    comparison = dataclasses.replace(
+        c,
+        analytic=c.analytic / scale,
+        numeric=c.numeric / scale,
+        abs_err=c.abs_err / scale,
+        tolerance=c.tolerance / scale,
+    )
+    return dataclasses.replace(
+        judged, comparison=comparison, steps=judged.steps * scale
+    )
 
 
 def jvp_report(
@@ -421,14 +462,19 @@ def jvp_report(
     column = np.asarray(ravel_output(realify(analytic)), np.float64)[:, None]
     dtype = max((x.dtype for x in t), key=lambda d: jnp.finfo(d).eps)
     s_dtype = jnp.finfo(dtype).dtype
-    # The step along t is one step of θ's scale, in units of t.
-    step = _direction_step(primals, t, s_dtype, method, options.eps)
-    along = dataclasses.replace(options, eps=step)
-    args = (primals, t)
+    # Differences along scale·t, whose steps the engine chooses for the dtype in
+    # which it differences (the float64 twin's, where there is one); a given
+    # `eps` is a step along t.
+    scale = _direction_scale(primals, t)
+    scaled = [x * jnp.asarray(scale, x.dtype) for x in t]
+    eps = None if options.eps is None else options.eps / scale
+    along = dataclasses.replace(options, eps=eps)
+    args = (primals, scaled)
     prepared = prepare_vector(
         VectorFun(Directional(fun)), jnp.zeros((), s_dtype), args, along
     )
-    judged, note = judge_jacobian(prepared, outputs, {mode: column}, along)
+    judged, note = judge_jacobian(prepared, outputs, {mode: column * scale}, along)
+    judged = _unscaled(judged, scale)
     return jacobian_report(
         fun_name=name or f"JVP of {fun_name(fun)}", method=method, prepared=prepared,
         outputs=outputs, modes=[mode], judged=judged, note=note, out_name=out_name,
@@ -469,10 +515,10 @@ def check_jvp(
         method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`.
 
     Returns:
-        The `JacobianReport` of the output entries, when every entry agrees.
+        The `JacobianReport` of the output entries (`.ok` is also its truth
+        value). It never raises on a wrong JVP; `assert_jvp` does.
 
     Raises:
-        GradCheckError: when an output entry differs; the message names it.
         TypeError, ValueError: for invalid arguments.
 
     Examples:
@@ -483,10 +529,8 @@ def check_jvp(
         >>> jaxcheck.check_jvp(f, (jnp.arange(3.0),)).ok
         True
         >>> wrong = lambda p, t: (f(*p), {"y": jnp.cos(p[0]) * t[0] * 1.5})
-        >>> jaxcheck.check_jvp(f, (jnp.arange(3.0),), jvp_fn=wrong)
-        Traceback (most recent call last):
-        ...
-        jaxcheck.GradCheckError: ...
+        >>> report = jaxcheck.check_jvp(f, (jnp.arange(3.0),), jvp_fn=wrong)
+        >>> print(report.verdict)  # doctest: +ELLIPSIS
         FAILED: 3 of 3 entries differ, in out['y'] (jvp); worst out['y'][...] (jvp): ...
     """
     primals = _check_arguments(fun, primals, seed, jvp_fn, "jvp_fn(primals, tangents)")
@@ -494,4 +538,28 @@ def check_jvp(
         method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
         memory_budget=memory_budget, seed=seed, methods=JACOBIAN_METHODS,
     )  # fmt: skip
-    return raise_if_failed(jvp_report(fun, primals, jvp_fn, tangents, options))
+    return jvp_report(fun, primals, jvp_fn, tangents, options)
+
+
+def assert_jvp(fun: Callable[..., Any], primals: tuple[Any, ...], *rest, **options):
+    """Like `check_jvp`, but raises `GradCheckError` when an output entry differs.
+
+    Takes the same arguments as `check_jvp` and returns its report when the
+    check passes.
+
+    Raises:
+        GradCheckError: an `AssertionError` whose first line is the verdict,
+            naming the failing output and its worst entry, followed by the report.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxcheck
+        >>> _ = jaxcheck.assert_jvp(jnp.sin, (jnp.arange(3.0),))
+        >>> wrong = lambda p, t: (jnp.sin(p[0]), 2 * t[0])
+        >>> jaxcheck.assert_jvp(jnp.sin, (jnp.arange(3.0),), jvp_fn=wrong)
+        Traceback (most recent call last):
+        ...
+        jaxcheck.GradCheckError: FAILED: 3 of 3 entries differ, in out (jvp); ...
+    """
+    __tracebackhide__ = True  # pytest shows the failure at the caller's line
+    return raise_if_failed(check_jvp(fun, primals, *rest, **options))

@@ -110,7 +110,7 @@ def test_one_wrong_entry_is_located(path, index, grad_as, method):
         jaxcheck.assert_grad(mlp_loss, PARAMS, X, Y, grad=grad, method=method)
     report = jaxcheck.check_grad(mlp_loss, PARAMS, X, Y, grad=grad, method=method)
     assert not report.ok
-    [failure] = report.failures()
+    [failure] = report.failures
     assert (failure.path, failure.index) == (path, index)
     assert failure.location == location(path, index)
     assert failure.status == "mismatch"
@@ -175,7 +175,7 @@ def test_wrong_custom_vjp_is_caught(bug, method):
     report = jaxcheck.check_grad(loss, PARAMS, X, Y, method=method)
     assert not report.ok
     assert _failing_leaves(report) == bad_leaves
-    assert {e.path for e in report.failures()} == bad_leaves
+    assert {e.path for e in report.failures} == bad_leaves
     for path in bad_leaves:
         with pytest.raises(GradCheckError, match=at(path)):
             jaxcheck.assert_grad(loss, PARAMS, X, Y, method=method)
@@ -183,7 +183,7 @@ def test_wrong_custom_vjp_is_caught(bug, method):
 
 def test_missing_transpose_fails_off_the_diagonal_only():
     report = jaxcheck.check_grad(loss_missing_transpose, PARAMS, X, Y)
-    failures = report.failures()
+    failures = report.failures
     assert failures
     assert all(i != j for i, j in (e.index for e in failures))
     # dW and its transpose agree on the diagonal.
@@ -217,7 +217,7 @@ def test_wrong_small_leaf_beside_large_correct_leaf():
     assert report.rel_diff < 1e-5
     # ... but entry by entry it is caught, and only there.
     assert not report.ok
-    [failure] = report.failures()
+    [failure] = report.failures
     assert failure.location == "['small'][0]"
     assert _failing_leaves(report) == {"['small']"}
     with pytest.raises(GradCheckError, match=at("['small']", (0,))):
@@ -267,7 +267,7 @@ def test_zero_tolerance_drops_the_round_off_allowance():
     assert jaxcheck.check_grad(sum_sin, W).ok
     report = jaxcheck.check_grad(sum_sin, W, atol=0.0, rtol=0.0)
     assert not report.ok
-    assert all(e.abs_err > 0 for e in report.failures())
+    assert all(e.abs_err > 0 for e in report.failures)
 
 
 # --------------------------------------------------------------------------
@@ -319,7 +319,7 @@ def test_nonfinite_custom_vjp_fails(value):
         report = jaxcheck.check_grad(loss, params, atol=atol)
         assert not report.ok
         assert report.num_failed == 2
-        assert {e.location: e.status for e in report.failures()} == {
+        assert {e.location: e.status for e in report.failures} == {
             "['w'][0]": "analytic nan/inf",
             "['w'][1]": "analytic nan/inf",
         }
@@ -338,7 +338,7 @@ def test_nonfinite_entry_in_given_gradient_fails(value):
     loss = lambda p: jnp.sum(p["w"] ** 2)  # noqa: E731
     report = jaxcheck.check_grad(loss, params, grad=grad)
     assert not report.ok
-    [failure] = report.failures()
+    [failure] = report.failures
     assert (failure.location, failure.status) == ("['w'][1]", "analytic nan/inf")
     with pytest.raises(GradCheckError, match=at("['w']", (1,))):
         jaxcheck.assert_grad(loss, params, grad=grad)
@@ -351,9 +351,9 @@ def test_nonfinite_numeric_derivative_is_inconclusive():
     w = jnp.array([1e-12, 1.0])
     report = jaxcheck.check_grad(loss, w, eps=1e-6)
     assert not report.ok
-    [failure] = report.failures()
+    [failure] = report.failures
     assert (failure.location, failure.status) == ("params[0]", "inconclusive")
-    assert "inconclusive" in report.verdict()
+    assert "inconclusive" in report.verdict
     with pytest.raises(GradCheckError, match=at("params", (0,))):
         jaxcheck.assert_grad(loss, w, eps=1e-6)
 
@@ -390,7 +390,7 @@ def test_qa_seed_output_gradient_against_loss_fails():
         jaxcheck.assert_grad(qa_loss, QA_PARAMS, QA_X, QA_Y, grad=output_grad)
     assert "['b']" in str(info.value)
     report = jaxcheck.check_grad(qa_loss, QA_PARAMS, QA_X, QA_Y, grad=output_grad)
-    failures = {e.location: (e.analytic, e.numeric) for e in report.failures()}
+    failures = {e.location: (e.analytic, e.numeric) for e in report.failures}
     assert set(failures) == {"['w'][0]", "['b']"}
     for analytic, numeric in failures.values():
         assert analytic == pytest.approx(1.0)

@@ -161,7 +161,7 @@ def test_a_finite_vjp_of_a_nan_output_fails():
 
 def test_check_jacobian_keeps_its_stricter_verdict_on_nan():
     with pytest.raises(GradCheckError, match=r"analytic nan/inf|inconclusive"):
-        jaxcheck.check_jacobian(jnp.arcsin, jnp.array([0.2, 2.0]))
+        jaxcheck.assert_jacobian(jnp.arcsin, jnp.array([0.2, 2.0]))
 
 
 def test_a_nan_input_does_not_blame_eps():
@@ -189,3 +189,15 @@ def test_beside_an_infinite_output_a_wrong_rule_fails(modes):
 
     with pytest.raises(GradCheckError, match=r"check failed"):
         jaxcheck.check_grads(f, (jnp.array([0.5, 1.0]),), 1, modes=modes)
+
+
+def test_steps_fit_a_function_near_its_domain_edge():
+    """arcsin near ±1 in float32: a step chosen for float32 (about 5e-3 of |x|)
+    reaches past the edge; the twin's float64 steps, and smaller ones where the
+    Richardson estimate says truncation dominates, do not."""
+    x = jnp.array([[0.999, -0.9995, 0.3], [0.99, 0.5, -0.98]], jnp.float32)
+    jaxcheck.check_grads(jnp.arcsin, (x,), 2, rtol={np.float32: 0.15})
+    with pytest.raises(GradCheckError, match=r"JVP check failed"):
+        jaxcheck.check_grads(
+            _scaled_jvp(1.5), (x,), 1, modes=("fwd",), rtol={np.float32: 0.15}
+        )

@@ -8,8 +8,16 @@ import pytest
 from helpers import counted, init_mlp, mlp_data, mlp_loss
 
 import jaxcheck
+from jaxcheck import _evaluate
 
 MLP_GRAD = jax.jit(jax.grad(mlp_loss))  # compiled once per shape, never calls `fun`
+
+
+@pytest.fixture(autouse=True)
+def compiled(monkeypatch):
+    """These tests are about compiled programs: small problems run op by op
+    (see `_evaluate.runs_eagerly`), so make every problem compile."""
+    monkeypatch.setattr(_evaluate, "EAGER_MAX_EQUATIONS", -1)
 
 
 def _scaled(tree, factor):
@@ -166,7 +174,7 @@ def test_a_planted_bug_in_sample_mode_is_still_located():
         _deep_loss, params, x, grad=grad, mode="sample", samples=4900
     )
     assert not report.ok
-    assert [e.location for e in report.failures()] == ["[3]['w'][5, 9]"]
+    assert [e.location for e in report.failures] == ["[3]['w'][5, 9]"]
 
 
 def test_plan_groups_per_dtype_and_closes_full_groups():

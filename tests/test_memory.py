@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     loss = lambda p: jnp.sum(jnp.sin(p["w"]) ** 2)
     jax.block_until_ready(jax.grad(loss)(params))
     chunks = []
-    run_chunk = _evaluate._evaluate_chunk
+    run_chunk = _evaluate._evaluate_chunk_jit
 
     class Stop(Exception):
         pass
@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent(
             raise Stop
         return out
 
-    _evaluate._evaluate_chunk = counted
+    _evaluate._evaluate_chunk_jit = counted
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
         jaxcheck.check_grad(loss, params, memory_budget=budget)

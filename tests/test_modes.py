@@ -59,7 +59,7 @@ def test_fast_mode_locates_a_planted_bug_in_any_leaf(path):
     bad = [s for s in report.leaves if s.status != "ok"]
     assert [s.path for s in bad] == [path]
     assert bad[0].checked == "3 directions (failed), then all entries"
-    assert report.num_failed == 1 and report.failures()[0].index == index
+    assert report.num_failed == 1 and report.failures[0].index == index
 
 
 def test_fast_mode_narrows_a_large_leaf_before_checking_entries():
@@ -109,7 +109,7 @@ def test_sample_mode_checks_k_entries_of_every_leaf():
     # checked completely
     sizes = [x.size for x in jax.tree.leaves(PARAMS)]
     assert small.num_entries == sum(min(6, n) for n in sizes)
-    assert "sample mode" in small.verdict()
+    assert "sample mode" in small.verdict
 
 
 def test_sample_mode_is_seeded():
@@ -171,4 +171,4 @@ def test_fast_mode_probes_a_float32_fun_in_its_float64_twin():
     report = jaxcheck.check_grad(loss, {"w": w}, grad=grad, mode="fast")
     assert not report.ok
     assert report.leaves[0].checked.startswith("3 directions (failed)")
-    assert [e.location for e in report.failures()] == ["['w'][7]"]
+    assert [e.location for e in report.failures] == ["['w'][7]"]

@@ -110,7 +110,7 @@ def test_one_corrupted_entry_is_named(params, data):
     grads = jax.tree_util.tree_unflatten(treedef, corrupted)
     report = jaxcheck.check_grad(loss, params, grad=grads)
     assert not report.ok
-    [failure] = report.failures()
+    [failure] = report.failures
     location = (path or "params") + (f"[{', '.join(map(str, index))}]" if index else "")
     assert failure.location == location
     with pytest.raises(jaxcheck.GradCheckError, match=re.escape(location)):

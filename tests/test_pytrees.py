@@ -244,7 +244,7 @@ def test_planted_bug_is_located(case):
     with pytest.raises(GradCheckError, match=at(path, index)):
         jaxcheck.assert_grad(case.fun, params, *case.args, grad=grad)
     report = jaxcheck.check_grad(case.fun, params, *case.args, grad=lambda *_: grad)
-    [failure] = report.failures()
+    [failure] = report.failures
     assert (failure.path, failure.index) == (path, index)
     assert failure.location == location(path, index)
 

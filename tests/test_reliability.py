@@ -64,4 +64,4 @@ def test_checks_from_several_threads_agree_with_serial_ones():
     for report, expected in zip(threaded, serial * 2, strict=True):
         assert report.to_dict() == expected.to_dict()
     assert [r.ok for r in serial] == [grad is None for _, grad in jobs]
-    assert all("['b1'][1]" in r.verdict() for r in serial if not r.ok)
+    assert all("['b1'][1]" in r.verdict for r in serial if not r.ok)

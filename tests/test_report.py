@@ -63,14 +63,14 @@ def test_ok_report():
     assert OK_REPORT.ok
     assert OK_REPORT.num_entries == 11
     assert OK_REPORT.num_failed == 0
-    assert OK_REPORT.failures() == []
+    assert OK_REPORT.failures == []
 
 
 def test_failing_report():
     assert not BAD_REPORT.ok
     assert BAD_REPORT.num_entries == 11
     assert BAD_REPORT.num_failed == 3
-    assert [e.location for e in BAD_REPORT.failures()] == [
+    assert [e.location for e in BAD_REPORT.failures] == [
         location(path, index) for path, index, _ in BUGS
     ]
 
@@ -93,7 +93,7 @@ def test_str_lists_every_leaf_and_ends_with_the_verdict(report, verdict):
     for path in LEAVES:
         assert any(line.strip().startswith(path) for line in lines), path
     assert lines[-1].startswith(verdict)
-    assert lines[-1] == report.verdict()
+    assert lines[-1] == report.verdict
     assert "not perturbed" in text and "['n']" in text and "['idx']" in text
 
 
@@ -106,10 +106,37 @@ def test_str_of_failing_report_names_each_bad_entry():
     )
 
 
-def test_grad_check_error_message_is_the_report():
+def test_grad_check_error_message_is_the_verdict_then_the_report():
     with pytest.raises(jaxcheck.GradCheckError) as info:
         jaxcheck.assert_grad(loss, PARAMS, X, grad=BAD)
-    assert str(info.value) == str(BAD_REPORT)
+    first, rest = str(info.value).split("\n", 1)
+    assert first == BAD_REPORT.verdict
+    assert rest == str(BAD_REPORT)
+    # pytest's one-line summary shows the start of the first line: the leaf.
+    assert "['b']" in first[:80]
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        lambda: jaxcheck.check_jacobian(jnp.sin, jnp.arange(3.0), jac=jnp.eye(3)),
+        lambda: jaxcheck.check_vjp(jnp.sin, (jnp.arange(3.0),), vjp_fn=lambda c: (c,)),
+        lambda: jaxcheck.check_jvp(
+            jnp.sin, (jnp.arange(3.0),), jvp_fn=lambda p, t: (p[0], t[0])
+        ),
+        lambda: jaxcheck.check_grad(loss, PARAMS, X, grad=BAD),
+    ],
+)
+def test_every_check_returns_a_false_report_on_a_wrong_derivative(check):
+    report = check()
+    assert not report.ok and not bool(report)
+    assert report.verdict.startswith("FAILED")
+    assert report.failures and report.failures[0].status == "mismatch"
+
+
+def test_a_passing_report_is_true():
+    assert jaxcheck.check_grad(loss, PARAMS, X)
+    assert jaxcheck.check_jacobian(jnp.sin, jnp.arange(3.0))
 
 
 def test_str_with_complex_leaf():
@@ -194,7 +221,7 @@ def test_default_step_is_a_power_of_two_scaled_to_the_entry():
 def test_rel_err_of_nan_entry_is_not_zero():
     grad = plant(EXACT, "['w']", (0, 1), math.nan)
     report = jaxcheck.check_grad(loss, PARAMS, X, grad=grad)
-    [entry] = report.failures()
+    [entry] = report.failures
     assert entry.status == "analytic nan/inf"
     assert math.isnan(entry.abs_err)
     assert math.isnan(entry.rel_err)
@@ -284,7 +311,7 @@ def test_to_dict_round_trips_through_json(make):
     assert data["ok"] is report.ok
     assert data["num_entries"] == report.num_entries
     assert data["num_failed"] == report.num_failed
-    assert data["verdict"] == report.verdict()
+    assert data["verdict"] == report.verdict
     assert [leaf["path"] for leaf in data["leaves"]] == [s.path for s in report.leaves]
     assert [e["location"] for e in data["worst"]] == [
         e.location for e in report.worst(report.num_entries)

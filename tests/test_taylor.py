@@ -44,7 +44,7 @@ X = np.linspace(-1.0, 1.0, 15).reshape(5, 3)
 
 
 def leaf_failures(report):
-    return [d.name for d in report.failures() if d.name != "all"]
+    return [d.name for d in report.failures if d.name != "all"]
 
 
 def plant(grad, path, factor):
@@ -236,7 +236,7 @@ def test_report_table_dict_and_immutability():
     text = str(report)
     assert text.startswith("Taylor test of `mlp_loss`")
     assert re.search(r"\['v'\] +5 +1\.\d\d  FAILED: order ≈ 1", text), text
-    assert text.splitlines()[-1] == report.verdict()
+    assert text.splitlines()[-1] == report.verdict
     assert "remainders:" in text and "not perturbed: ['n_layers']" in text
     data = json.loads(json.dumps(report.to_dict()))
     assert data["ok"] is False and len(data["directions"]) == len(report.directions)
