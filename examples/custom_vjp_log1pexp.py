@@ -39,7 +39,7 @@ params = {"w": jnp.array([[0.5, -1.0], [2.0, 0.3]]), "b": jnp.array([0.1, -0.2])
 x = jnp.array([[1.0, 2.0], [-3.0, 0.5], [10.0, -10.0]])
 
 good = jaxcheck.assert_grad(make_loss(make_log1pexp(buggy=False)), params, x)
-print(good.verdict())
+print(good.verdict)
 
 try:
     jaxcheck.assert_grad(make_loss(make_log1pexp(buggy=True)), params, x)

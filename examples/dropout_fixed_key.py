@@ -37,12 +37,12 @@ x, y = jnp.asarray(rng.normal(size=(20, 5))), jnp.ones((20, 1))
 # One fixed key for both sides: the mask is part of the function being checked.
 key = jax.random.key(42)
 report = jaxcheck.check_grad(loss, params, x, y, key)
-print("fixed key:", report.verdict())
+print("fixed key:", report.verdict)
 assert report.ok
 assert report.skipped == ()  # the key is an argument, not a parameter
 
 # Backprop with one mask, differences with another: not the same function.
 other_mask_grad = jax.jit(jax.grad(loss))(params, x, y, jax.random.key(7))
 mixed = jaxcheck.check_grad(loss, params, x, y, key, grad=other_mask_grad)
-print("different keys:", mixed.verdict())
+print("different keys:", mixed.verdict)
 assert not mixed.ok

@@ -41,5 +41,5 @@ print(f"rel diff {report.rel_diff:.1e}: above 1e-7, and fine for float32")
 grad = jax.grad(loss)(params, x, y)
 grad["b1"] = grad["b1"].at[3].multiply(1.05)  # a 5% error in one entry
 wrong = jaxcheck.check_grad(loss, params, x, y, grad=grad)
-print(wrong.verdict())
-assert [e.location for e in wrong.failures()] == ["['b1'][3]"]
+print(wrong.verdict)
+assert [e.location for e in wrong.failures] == ["['b1'][3]"]

@@ -50,7 +50,7 @@ params = {
 }
 
 at_init = jaxcheck.check_grad(loss, params, x, labels)
-print("at initialization:", at_init.verdict())
+print("at initialization:", at_init.verdict)
 assert at_init.ok
 
 optimizer = optax.adam(0.1)
@@ -69,5 +69,5 @@ for _ in range(200):
 print(f"loss after 200 steps: {loss(params, x, labels):.4f}")
 
 trained = jaxcheck.check_grad(loss, params, x, labels)
-print("after training:", trained.verdict())
+print("after training:", trained.verdict)
 assert not trained.ok

@@ -42,5 +42,5 @@ np.testing.assert_allclose(of_loss["w"], [0.7744, 0.0], atol=1e-9)
 wrong_j = jaxcheck.check_grad(output, params, x, grad=backprop)
 right_j = jaxcheck.check_grad(loss, params, x, y)
 assert not wrong_j.ok and right_j.ok
-print(right_j.verdict())
-print("Differencing the output instead:", wrong_j.verdict())
+print(right_j.verdict)
+print("Differencing the output instead:", wrong_j.verdict)

@@ -12,10 +12,8 @@ from ._errors import raise_if_failed
 from ._evaluate import DEFAULT_MEMORY_BUDGET
 from ._gradient import gradient_report
 from ._hessian import hessian_report
-from ._options import Options, make_options
-from ._progress import tracking
+from ._options import Options, make_options, tracked
 from ._report import GradCheckReport
-from ._sharding import sharded_over
 
 
 def _hessian(
@@ -30,13 +28,10 @@ def _hessian(
             'order=2 use mode="full" (the whole Hessian) or mode="fast" (one '
             "Hessian-vector product)."
         )
-    with tracking(options.progress) as tracker, sharded_over(options.devices):
-        report = hessian_report(
-            fun, params, args, hvp=options.mode == "fast", options=options
-        )
-    report.seconds = tracker.seconds
-    report.compile_seconds = tracker.compile_seconds
-    return report
+    hvp = options.mode == "fast"
+    return tracked(
+        options, lambda: hessian_report(fun, params, args, hvp=hvp, options=options)
+    )
 
 
 def check_grad(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -23,7 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 OK, WRONG, USAGE = 0, 1, 2
-_OPTION_NAMES = ("method", "mode", "eps", "atol", "rtol", "chunk_size")
+_OPTION_NAMES = (
+    "method", "mode", "samples", "seed", "eps", "atol", "rtol", "chunk_size"
+)  # fmt: skip
 
 
 class UsageError(Exception):
@@ -40,13 +43,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="package.module:factory or path/to/file.py:factory; the factory "
         "returns (fun, params, *args) or a dict with fun, params, args",
     )
-    parser.add_argument("--method", choices=METHODS, default=None)
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default=None,
+        help="finite differences: central (default), forward, backward, central4 "
+        "(five points) or complex (complex step)",
+    )
     if "mode" in inspect.signature(check_grad).parameters:
-        parser.add_argument("--mode", default=None, help="see `check_grad`'s `mode`")
-    parser.add_argument("--eps", type=float, default=None, help="one absolute step")
-    parser.add_argument("--atol", type=float, default=None)
-    parser.add_argument("--rtol", type=float, default=None)
-    parser.add_argument("--chunk-size", type=int, default=None)
+        parser.add_argument(
+            "--mode",
+            choices=("full", "fast", "sample"),
+            default=None,
+            help="full (every entry, default), fast (random directions per leaf, "
+            "then the suspect entries) or sample (--samples entries per leaf)",
+        )
+    parser.add_argument(
+        "--samples", type=int, default=None, help="entries per leaf with --mode sample"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seeds fast mode's directions and sample mode's entries (default 0)",
+    )
+    parser.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="one absolute step for every entry "
+        "(default: a step per entry from its dtype and magnitude)",
+    )
+    parser.add_argument(
+        "--atol",
+        type=float,
+        default=None,
+        help="absolute tolerance per entry "
+        "(default: the entry's error bound plus its dtype's floor)",
+    )
+    parser.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help="relative tolerance per entry "
+        "(default: its dtype's floor, e.g. 1e-6 for float64)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="perturbed evaluations per "
+        "batch (default: as many as the memory budget allows)",
+    )
     parser.add_argument(
         "--x64", action="store_true", help="enable jax_enable_x64 before loading"
     )
@@ -107,15 +155,28 @@ def _problem(made: Any, target: str) -> tuple[Any, Any, tuple[Any, ...], dict]:
     """`(fun, params, args, options)` from what the factory returned."""
     if isinstance(made, dict):
         allowed = {"fun", "params", "args", "grad", "memory_budget", *_OPTION_NAMES}
-        unknown = set(made) - allowed
-        if "fun" not in made or "params" not in made or unknown:
+        for key in sorted(set(made) - allowed, key=str):
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(
+                f"the dict returned by {target} has the unknown key {key!r}{hint} "
+                f"It may have {', '.join(sorted(allowed))}."
+            )
+        if "fun" not in made or "params" not in made:
             raise UsageError(
                 f"the dict returned by {target} must have keys `fun` and `params` "
                 "and may have `args`, `grad` and options of `check_grad`; got "
                 f"keys {sorted(made)}."
             )
+        args = made.get("args", ())
+        if not isinstance(args, (tuple, list)):
+            raise UsageError(
+                f"`args` in the dict returned by {target} must be a tuple of the "
+                f"further arguments of `fun`, got {type(args).__name__}; write "
+                "`args=(x,)` for a single one."
+            )
         options = {k: v for k, v in made.items() if k not in ("fun", "params", "args")}
-        return made["fun"], made["params"], tuple(made.get("args", ())), options
+        return made["fun"], made["params"], tuple(args), options
     if isinstance(made, (tuple, list)) and len(made) >= 2 and callable(made[0]):
         return made[0], made[1], tuple(made[2:]), {}
     raise UsageError(

@@ -17,11 +17,17 @@ class GradCheckError(AssertionError):
     __module__ = "jaxcheck"
 
 
+def failure_message(report: Any, what: str = "") -> str:
+    """The message of a failed check: a first line with `what` (e.g. "VJP of
+    JVP") and the report's verdict, then the report."""
+    head = f"{what} check failed: " if what else ""
+    return f"{head}{report.verdict}\n{report}"
+
+
 def raise_if_failed(report: Any, what: str = "") -> Any:
-    """Returns `report` when it is ok; otherwise raises `GradCheckError` whose
-    first line is `what` (e.g. "VJP of JVP") and the report's verdict."""
+    """Returns `report` when it is ok; otherwise raises `GradCheckError` with
+    its `failure_message`."""
     __tracebackhide__ = True  # pytest shows the failure at the caller's line
     if not report.ok:
-        head = f"{what} check failed: " if what else ""
-        raise GradCheckError(f"{head}{report.verdict}\n{report}")
+        raise GradCheckError(failure_message(report, what))
     return report

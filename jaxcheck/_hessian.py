@@ -23,7 +23,7 @@ from ._evaluate import DEFAULT_MEMORY_BUDGET
 from ._jacobian import check_autodiff, jacobian_check
 from ._jacobian_report import JacobianReport
 from ._numerical_jacobian import JACOBIAN_METHODS, of_some_leaves
-from ._options import Options, make_options
+from ._options import Options, full_mode_only, make_options, tracked
 from ._pytree import is_differentiable_leaf, split
 from ._vjp_jvp import jvp_report
 
@@ -104,6 +104,10 @@ def check_hessian(
     rtol: float | None = None,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    shadow: bool = True,
+    mode: str = "full",
+    progress: bool | Callable[[int, int], Any] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> JacobianReport:
     """Checks the Hessian of a scalar `fun` against finite differences of its gradient.
 
@@ -125,8 +129,9 @@ def check_hessian(
         seed: the seed of the random tangent.
         autodiff: which of "rev" (jax.jacrev) and "fwd" (jax.jacfwd) of the
             gradient to compare; None (default) both where defined.
-        method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`;
-            the steps apply to `params`.
+        method, eps, atol, rtol, chunk_size, memory_budget, shadow, progress,
+            devices: as in `check_grad`; the steps apply to `params`.
+        mode: "full" only (for one Hessian-vector product pass `hvp=True`).
 
     Returns:
         A `JacobianReport` (`.ok` is also its truth value). It never raises on a
@@ -160,18 +165,14 @@ def check_hessian(
                          "pass it with hvp=True.")  # fmt: skip
     options = make_options(
         method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
-        memory_budget=memory_budget, seed=seed, methods=JACOBIAN_METHODS,
+        memory_budget=memory_budget, seed=seed, shadow=shadow, mode=mode,
+        progress=progress, devices=devices, methods=JACOBIAN_METHODS,
     )  # fmt: skip
-    report = hessian_report(
-        fun,
-        params,
-        args,
-        hvp=hvp,
-        tangents=tangents,
-        autodiff=autodiff,
+    full_mode_only(options, "check_hessian")
+    return tracked(options, lambda: hessian_report(
+        fun, params, args, hvp=hvp, tangents=tangents, autodiff=autodiff,
         options=options,
-    )
-    return report
+    ))  # fmt: skip
 
 
 def assert_hessian(fun: Callable[..., Any], params: Any, *args: Any, **options):

@@ -26,7 +26,7 @@ from ._numerical_jacobian import (
     output_shape,
     prepare_vector,
 )
-from ._options import Options, make_options
+from ._options import Options, full_mode_only, make_options, tracked
 
 AUTODIFF = ("rev", "fwd")
 _MODE_NAMES = {"rev": "jacrev", "fwd": "jacfwd", "given": "given jac"}
@@ -191,6 +191,10 @@ def check_jacobian(
     rtol: float | None = None,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    shadow: bool = True,
+    mode: str = "full",
+    progress: bool | Callable[[int, int], Any] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> JacobianReport:
     """Checks the Jacobian of a pytree-to-pytree `fun` entry by entry.
 
@@ -213,7 +217,9 @@ def check_jacobian(
         autodiff: which of "rev" (jax.jacrev) and "fwd" (jax.jacfwd) to check;
             None (default) checks both, or only "rev" for a function with a
             `custom_vjp` rule, which has no forward mode (the report says so).
-        method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`.
+        method, eps, atol, rtol, chunk_size, memory_budget, shadow, progress,
+            devices: as in `check_grad`.
+        mode: "full" only: a Jacobian check compares every entry.
 
     Returns:
         A `JacobianReport`: `.ok` (also its truth value), one row per (output
@@ -252,13 +258,14 @@ def check_jacobian(
         jac_thunk = None
     options = make_options(
         method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
-        memory_budget=memory_budget, methods=JACOBIAN_METHODS,
+        memory_budget=memory_budget, shadow=shadow, mode=mode, progress=progress,
+        devices=devices, methods=JACOBIAN_METHODS,
     )  # fmt: skip
-    report = jacobian_check(
+    full_mode_only(options, "check_jacobian")
+    return tracked(options, lambda: jacobian_check(
         Star(fun), primals, (), name=fun_name(fun), out_name="out",
         in_name="primals", options=options, autodiff=autodiff, jac=jac_thunk,
-    )  # fmt: skip
-    return report
+    ))  # fmt: skip
 
 
 def assert_jacobian(fun: Callable[..., Any], *primals: Any, **options: Any):

@@ -14,6 +14,7 @@ for the same split function, holomorphic or not.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -79,11 +80,18 @@ def unrealify(tree: Any) -> Any:
 
 
 def ravel_output(out: Any) -> jax.Array:
-    """The leaves of a (realified) output pytree as one flat vector."""
-    leaves = jax.tree_util.tree_leaves(out)
+    """The leaves of a (realified) output pytree as one flat vector, in their
+    common dtype (cast explicitly: a user may have made promotion strict)."""
+    leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(out)]
     if not leaves:
         return jnp.zeros((0,))
-    return jnp.concatenate([jnp.ravel(x) for x in leaves])
+    dtype = functools.reduce(jnp.promote_types, [x.dtype for x in leaves])
+    return jnp.concatenate([jnp.ravel(x).astype(dtype) for x in leaves])
+
+
+# One program per output structure: run op by op (a small check), the ravels,
+# casts and the concatenation would each compile apart.
+_flat_real = jax.jit(lambda out: ravel_output(realify(out)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +105,7 @@ class VectorFun:
     fun: Callable[..., Any]
 
     def __call__(self, params: Any, *args: Any) -> jax.Array:
-        return ravel_output(realify(self.fun(unrealify(params), *args)))
+        return _flat_real(self.fun(unrealify(params), *args))
 
     def __repr__(self) -> str:
         return getattr(self.fun, "__name__", repr(self.fun))

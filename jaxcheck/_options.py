@@ -17,6 +17,8 @@ import jax
 from . import _validate
 from ._compare import Tolerance
 from ._evaluate import DEFAULT_MEMORY_BUDGET
+from ._progress import tracking
+from ._sharding import sharded_over
 
 DEFAULT_SAMPLES = 16  # entries per leaf with mode="sample"
 
@@ -121,3 +123,23 @@ def make_options(
         devices=None if devices is None else tuple(devices),
         adapt_steps=eps is None,
     )
+
+
+def tracked(options: Options, check: Callable[[], Any]) -> Any:
+    """Runs `check()` with the options' progress bar and devices, and records on
+    its report how long it took and how much of that was compilation."""
+    with tracking(options.progress) as tracker, sharded_over(options.devices):
+        report = check()
+    report.seconds = tracker.seconds
+    report.compile_seconds = tracker.compile_seconds
+    return report
+
+
+def full_mode_only(options: Options, check: str) -> None:
+    """Refuses fast and sample modes in a check that compares every entry."""
+    if options.mode != "full":
+        raise ValueError(
+            f"`mode`={options.mode!r} screens the entries of a gradient; {check} "
+            'compares every entry, so it takes mode="full" only. For a large '
+            'model use check_grad or check_vjp with mode="fast" or "sample".'
+        )

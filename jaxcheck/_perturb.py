@@ -23,6 +23,7 @@ from ._evaluate import (
     evaluate_block,
 )
 from ._pytree import SplitTree
+from ._sharding import devices_in_use
 from ._steps import host_dtype, perturbed_values
 
 
@@ -89,7 +90,11 @@ def evaluate_shifts(
         new = np.concatenate(moved_to + [np.repeat(theta[:1], repeats)])
         per_eval = bytes_per_evaluation(block, dtype.itemsize, fun_bytes)
         chunk = chunk_length(len(index), per_eval, memory_budget, chunk_size)
-        if chunk_size is None and len(picked) < block.size:
+        if eager and chunk_size is None:
+            # Op by op, every op is compiled once per shape: batches of a power
+            # of two rows let the next check (and the next refinement) reuse them.
+            chunk = _bit_ceil(min(len(index), chunk))
+        elif chunk_size is None and len(picked) < block.size:
             # A subset of a block: round the chunk up to a power of two, so that
             # refinements of any size share a handful of compiled programs.
             chunk = min(_bit_ceil(len(index)), max(chunk, 8))
@@ -109,10 +114,34 @@ def evaluate_shifts(
                 moved[u, k, picked] = delta.imag if unit == 1j else delta.real
         if repeats:
             base[picked] = np.mean(again, axis=0)
-            # Equal repeats (the same infinity included) do not spread; NaN
-            # outputs are the function's, not evidence of nondeterminism.
-            with np.errstate(invalid="ignore"):
-                gaps = np.where(again == again[:1], 0.0, np.abs(again - again[:1]))
-            gap = np.nanmax(gaps, initial=0.0)
-            spread = max(spread, float(gap))
+            gap = _gap(again, again[:1])
+            if gap > 0:
+                # Rows of one batch may round differently by their position in
+                # it (vectorized lanes and a scalar tail run different code), so
+                # repeats that differ prove nothing yet: run their chunk again,
+                # the same rows in the same places, and compare like with like.
+                last = _rows_in_last_chunk(len(index), chunk)
+                rerun = evaluate_block(
+                    tree.problem, block, leaves, tree.dynamic, index[-last:],
+                    new[-last:], chunk, eager,
+                )  # fmt: skip
+                rerun = (rerun.imag if imaginary else rerun).astype(np.float64)
+                gap = _gap(rerun.reshape(len(rerun), n_outputs)[-repeats:], again)
+            spread = max(spread, gap)
     return Shifted(values, moved, base, spread)
+
+
+def _gap(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest |a − b|; equal values (the same infinity included) do not
+    differ, and NaN outputs are the function's, not evidence of
+    nondeterminism."""
+    with np.errstate(invalid="ignore"):
+        gaps = np.where(a == b, 0.0, np.abs(a - b))
+    return float(np.nanmax(gaps, initial=0.0))
+
+
+def _rows_in_last_chunk(n: int, chunk: int) -> int:
+    """How many of `n` rows the chunk loop puts in its last chunk."""
+    devices = devices_in_use()
+    chunk = -(-chunk // devices) * devices
+    return n - (-(-n // chunk) - 1) * chunk

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 _FLOATS = ("rtol", "atol", "eps")
+_MODES = ("full", "fast", "sample")  # check_grad's; named here to keep jax unloaded
 MARKER = "slow_gradcheck"
 _OPTIONS = pytest.StashKey[dict]()
 _CACHE = pytest.StashKey[Any]()
@@ -128,7 +129,12 @@ def check_options(config: pytest.Config) -> dict[str, Any]:
         options["method"] = method
     mode = _setting(config, "mode")
     if mode:
-        options["mode"] = mode  # check_grad validates it
+        if mode not in _MODES:  # once, at start-up, not in every test
+            raise pytest.UsageError(
+                f"`--jaxcheck-mode` / ini option `jaxcheck_mode` must be one of "
+                f"{', '.join(_MODES)}, got {mode!r}."
+            )
+        options["mode"] = mode
     return options
 
 
@@ -202,11 +208,11 @@ class GradCheck:
         self, fun: Callable[..., Any], params: Any, *args: Any, **options: Any
     ) -> Any:
         __tracebackhide__ = True
-        from ._errors import GradCheckError
+        from ._errors import GradCheckError, failure_message
 
         report = self.report(fun, params, *args, **options)
         if not report.ok:
-            raise GradCheckError(str(report) + self._save(report))
+            raise GradCheckError(failure_message(report) + self._save(report))
         return report
 
     def _save(self, report: Any) -> str:

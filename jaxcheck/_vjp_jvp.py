@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -36,7 +36,7 @@ from ._numerical_jacobian import (
     ravel_output,
     realify,
 )
-from ._options import Options, make_options
+from ._options import Options, full_mode_only, make_options, tracked
 from ._pytree import is_differentiable_leaf
 from ._refine import Judged
 from ._report import GradCheckReport
@@ -64,6 +64,7 @@ jax.tree_util.register_pytree_with_keys(
 )
 
 
+@jax.jit  # one program per shape: run op by op, its five ops compile apart
 def _paired(c: jax.Array, o: jax.Array) -> jax.Array:
     """Σ Re(c · o) in their common dtype, cast explicitly; a zero cotangent
     pairs to 0 even with an infinite output entry."""
@@ -232,6 +233,12 @@ def check_vjp(
     rtol: float | None = None,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    shadow: bool = True,
+    nondet_tol: float | None = None,
+    mode: str = "full",
+    samples: int | None = None,
+    progress: bool | Callable[[int, int], Any] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> GradCheckReport:
     """Checks a vector-Jacobian product cᵀJ against finite differences, per input.
 
@@ -251,8 +258,11 @@ def check_vjp(
             so the `custom_vjp` rules inside `fun` are what is checked.
         cotangents: a pytree like `fun`'s output; None draws one from a normal
             distribution seeded with `seed`.
-        seed: the seed of the random cotangents.
-        method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`.
+        seed: the seed of the random cotangents (and of `mode`'s directions
+            and entries).
+        method, eps, atol, rtol, chunk_size, memory_budget, shadow, nondet_tol,
+            mode, samples, progress, devices: as in `check_grad` (fast and
+            sample modes screen the input entries).
 
     Returns:
         The `GradCheckReport` of the input entries (`.ok` is also its truth
@@ -278,7 +288,8 @@ def check_vjp(
     primals = _check_arguments(fun, primals, seed, vjp_fn, "vjp_fn(cotangents)")
     options = make_options(
         method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
-        memory_budget=memory_budget, seed=seed,
+        memory_budget=memory_budget, seed=seed, shadow=shadow, nondet_tol=nondet_tol,
+        mode=mode, samples=samples, progress=progress, devices=devices,
     )  # fmt: skip
     return vjp_report(fun, primals, vjp_fn, cotangents, options)
 
@@ -307,6 +318,7 @@ def assert_vjp(fun: Callable[..., Any], primals: tuple[Any, ...], *rest, **optio
     return raise_if_failed(check_vjp(fun, primals, *rest, **options))
 
 
+@jax.jit  # one program per shape, for the op-by-op evaluation of small checks
 def _moved(x: Any, s: jax.Array, t: jax.Array) -> jax.Array:
     """x + s·t in x's dtype, cast explicitly (a real s and a complex x or t must
     not rely on implicit promotion)."""
@@ -495,6 +507,10 @@ def check_jvp(
     rtol: float | None = None,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    shadow: bool = True,
+    mode: str = "full",
+    progress: bool | Callable[[int, int], Any] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> JacobianReport:
     """Checks a Jacobian-vector product J·t against finite differences, per output.
 
@@ -512,7 +528,9 @@ def check_jvp(
         tangents: a pytree like `primals` (values at non-floating leaves are
             ignored); None draws one from a normal distribution seeded with `seed`.
         seed: the seed of the random tangents.
-        method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`.
+        method, eps, atol, rtol, chunk_size, memory_budget, shadow, progress,
+            devices: as in `check_grad`.
+        mode: "full" only: a JVP check compares every output entry.
 
     Returns:
         The `JacobianReport` of the output entries (`.ok` is also its truth
@@ -536,9 +554,11 @@ def check_jvp(
     primals = _check_arguments(fun, primals, seed, jvp_fn, "jvp_fn(primals, tangents)")
     options = make_options(
         method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
-        memory_budget=memory_budget, seed=seed, methods=JACOBIAN_METHODS,
+        memory_budget=memory_budget, seed=seed, shadow=shadow, mode=mode,
+        progress=progress, devices=devices, methods=JACOBIAN_METHODS,
     )  # fmt: skip
-    return jvp_report(fun, primals, jvp_fn, tangents, options)
+    full_mode_only(options, "check_jvp")
+    return tracked(options, lambda: jvp_report(fun, primals, jvp_fn, tangents, options))
 
 
 def assert_jvp(fun: Callable[..., Any], primals: tuple[Any, ...], *rest, **options):

@@ -41,13 +41,19 @@ BAD_OPTIONS = [
 ]
 
 
+# taylor_test takes no `eps` (it walks a whole ladder of steps): see below.
+CASES = [
+    (name, *bad)
+    for name in ENTRY_POINTS
+    for bad in BAD_OPTIONS
+    if name in WITH_EPS or "eps" not in bad[0]
+]
+
+
 @pytest.mark.parametrize(
-    "options, error, named", BAD_OPTIONS, ids=[str(o[0]) for o in BAD_OPTIONS]
+    "name, options, error, named", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES]
 )
-@pytest.mark.parametrize("name", ENTRY_POINTS)
 def test_a_bad_option_is_named(name, options, error, named):
-    if "eps" in options and name not in WITH_EPS:
-        pytest.skip("no eps")
     calls = []
 
     def counted(w):
@@ -58,6 +64,12 @@ def test_a_bad_option_is_named(name, options, error, named):
         ENTRY_POINTS[name](counted, W, **options)
     if named != "`memory_budget`":  # that one needs a trace to size `fun`
         assert calls == [], "validated after tracing `fun`"
+
+
+@pytest.mark.parametrize("option", ["eps", "method"])
+def test_taylor_test_refuses_the_options_that_cannot_apply(option):
+    with pytest.raises(TypeError, match=option):
+        jaxcheck.taylor_test(loss, W, **{option: 1e-3})
 
 
 @pytest.mark.parametrize("name", ENTRY_POINTS)

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+import jaxcheck
 from jaxcheck._cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -44,6 +45,14 @@ def as_dict():
 
 def vector_output():
     return (lambda p: p["w"] * 2, {"w": jnp.ones(3)})
+
+
+def args_not_a_tuple():
+    return {"fun": loss, "params": PARAMS, "args": X}
+
+
+def misspelled():
+    return {"fun": loss, "params": PARAMS, "args": (X, Y), "methdo": "forward"}
 
 
 def returns_none():
@@ -175,3 +184,42 @@ def test_exit_code_of_the_command(tmp_path):
     assert run.returncode == 1, run.stderr
     assert "float64" in run.stdout
     assert "FAILED: " in run.stdout
+
+
+def test_version_and_help_of_every_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jaxcheck {jaxcheck.__version__}"
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    help_text = capsys.readouterr().out
+    lines = help_text.splitlines()
+    for option in ("--method", "--atol", "--rtol", "--chunk-size", "--samples"):
+        k = next(i for i, x in enumerate(lines) if x.strip().startswith(option))
+        same_line = len(lines[k].strip().split(maxsplit=2)) == 3
+        next_line = lines[k + 1].startswith(" " * 10)
+        assert same_line or next_line, f"{option} has no help text"
+
+
+def test_an_unknown_option_shows_the_command_usage(target, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["check", target("good"), "--bogus"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: jaxcheck check")
+    assert "unrecognized arguments: --bogus" in err
+
+
+def test_a_factory_dict_is_validated(target, capsys):
+    assert main(["check", target("args_not_a_tuple")]) == 2
+    assert "`args` in the dict" in capsys.readouterr().err
+    assert main(["check", target("misspelled")]) == 2
+    assert "unknown key 'methdo'; did you mean 'method'?" in capsys.readouterr().err
+
+
+def test_sample_mode_takes_samples_and_seed(target, capsys):
+    argv = ["check", target("bad"), "--mode", "sample", "--samples", "4"]
+    assert main([*argv, "--seed", "3", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAILED") and "['layers'][1]['w']" in out

@@ -133,3 +133,45 @@ def test_one_pass_band_decides_the_drop_in(monkeypatch):
     monkeypatch.setattr(_compare.entry_band, "__code__", _no_band.__code__)
     with pytest.raises(GradCheckError):
         jaxcheck.check_grads(jnp.sin, (X,), 1)
+
+
+SHARED = {
+    "check_jacobian": lambda **kw: jaxcheck.check_jacobian(jnp.sin, X, **kw),
+    "check_vjp": lambda **kw: jaxcheck.check_vjp(jnp.sin, (X,), **kw),
+    "check_jvp": lambda **kw: jaxcheck.check_jvp(jnp.sin, (X,), **kw),
+    "check_hessian": lambda **kw: jaxcheck.check_hessian(
+        lambda x: jnp.sum(jnp.sin(x)), X, **kw
+    ),
+    "check_grad": lambda **kw: jaxcheck.check_grad(
+        lambda x: jnp.sum(jnp.sin(x)), X, **kw
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SHARED))
+def test_every_check_takes_the_shared_options(name):
+    calls = []
+    report = SHARED[name](
+        shadow=False,
+        progress=lambda done, total: calls.append((done, total)),
+        devices=[jax.devices()[0]],
+        method="central4",
+        chunk_size=4,
+    )
+    assert report.ok and calls and calls[-1][0] == calls[-1][1]
+    assert report.seconds > 0 and report.compile_seconds >= 0
+
+
+@pytest.mark.parametrize("name", ["check_jacobian", "check_jvp", "check_hessian"])
+@pytest.mark.parametrize("mode", ["fast", "sample"])
+def test_checks_of_every_entry_refuse_screening_modes(name, mode):
+    with pytest.raises(ValueError, match=r"`mode`=.* takes mode=\"full\" only"):
+        SHARED[name](mode=mode)
+
+
+def test_check_vjp_screens_with_fast_and_sample_modes():
+    wrong = lambda c: (jnp.cos(X) * c * jnp.array([1.0, 1.0, 1.5]),)  # noqa: E731
+    for mode, extra in (("fast", {}), ("sample", {"samples": 3})):
+        assert jaxcheck.check_vjp(jnp.sin, (X,), mode=mode, **extra).ok
+        report = jaxcheck.check_vjp(jnp.sin, (X,), vjp_fn=wrong, mode=mode, **extra)
+        assert not report.ok and "primals[0][2]" in report.verdict

@@ -225,3 +225,15 @@ def test_errors_in_two_rows_are_not_called_one_row():
     analytic[1] *= 2
     analytic[3] *= 3
     assert diagnose(analytic, true) == ""
+
+
+def test_a_small_analytic_value_is_not_called_zero():
+    """Issue seen on JAX's own tests: analytic 8.4e-7 against numeric −8.9e-6,
+    both inside a wide band of 0, is a factor of about −0.09, not a missing term."""
+    a = np.array([8.4e-7, 1.0, 2.0])
+    n = np.array([-8.9e-6, 1.0, 2.0])
+    tol = np.full(3, 1e-6)
+    failed = np.array([True, False, False])
+    assert "missing term" not in diagnose_leaf(a, n, failed, tol)
+    a[0] = 0.0
+    assert "missing term" in diagnose_leaf(a, n, failed, tol)

@@ -57,7 +57,8 @@ def test_fixture_passes_a_right_gradient_and_locates_a_wrong_one(pytester):
     lines = [
         "*test_wrong*",
         "*gradcheck(buggy_loss, PARAMS, X)",
-        "E * jaxcheck.GradCheckError: Gradient check of `buggy_loss`*",
+        "E *GradCheckError: FAILED: 6 of 18 entries differ, in ['layers'][1]['w']; *",
+        "E * Gradient check of `buggy_loss`*",
         "E * leaf *",
         "E * ['layers'][0]['w'] *0  ok",
         "E * ['layers'][1]['w'] *6  mismatch",
@@ -70,6 +71,28 @@ def test_fixture_passes_a_right_gradient_and_locates_a_wrong_one(pytester):
     # The fixture's own frames are hidden: the failure points at the test line.
     result.stdout.no_fnmatch_line("*_pytest_plugin.py*")
     result.stdout.no_fnmatch_line("*_check.py*")  # nor those of assert_grad
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_the_short_summary_shows_the_verdict(pytester, monkeypatch, columns):
+    """pytest's summary shows the first line of the error, cut to the terminal:
+    it is the verdict, so the failing leaf shows as soon as the width allows."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    pytester.makepyfile(
+        model=MODEL,
+        test_model="""
+        from model import PARAMS, X, buggy_loss
+
+        def test_wrong(gradcheck):
+            gradcheck(buggy_loss, PARAMS, X)
+        """,
+    )
+    result = pytester.runpytest(*PLUGIN, "-rf")
+    [line] = [x for x in result.stdout.lines if x.startswith("FAILED test_model")]
+    assert len(line) <= columns
+    assert "jaxcheck.GradCheckError: FAILED: 6 of 1" in line
+    if columns >= 120:
+        assert "in ['layers'][1]['w']; worst ['layers'][1]['w'][" in line
 
 
 def test_report_dir_keeps_json_and_png_of_failed_checks(pytester):
@@ -142,6 +165,7 @@ def test_defaults_come_from_the_ini_file_and_the_command_line(pytester):
     [
         ("jaxcheck_rtol = tight", "`jaxcheck_rtol` must be a number, got 'tight'"),
         ("jaxcheck_method = sideways", "`jaxcheck_method` must be one of central,"),
+        ("jaxcheck_mode = turbo", "`jaxcheck_mode` must be one of full, fast, sample"),
     ],
 )
 def test_bad_ini_value_is_a_usage_error(pytester, ini, message):
@@ -150,6 +174,14 @@ def test_bad_ini_value_is_a_usage_error(pytester, ini, message):
     result = pytester.runpytest(*PLUGIN)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+def test_bad_mode_on_the_command_line_fails_once_at_start_up(pytester):
+    pytester.makepyfile("def test_a(gradcheck): pass\ndef test_b(gradcheck): pass")
+    result = pytester.runpytest(*PLUGIN, "--jaxcheck-mode", "turbo")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*`--jaxcheck-mode`*must be one of full*'turbo'*"])
+    assert "test_a" not in result.stdout.str()
 
 
 def test_slow_marker_skips_unless_asked(pytester):

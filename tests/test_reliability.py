@@ -65,3 +65,25 @@ def test_checks_from_several_threads_agree_with_serial_ones():
         assert report.to_dict() == expected.to_dict()
     assert [r.ok for r in serial] == [grad is None for _, grad in jobs]
     assert all("['b1'][1]" in r.verdict for r in serial if not r.ok)
+
+
+def test_an_adaptive_odeint_is_not_called_nondeterministic():
+    """In a batch, rows may round differently by their position; the repeats of
+    J(θ) are compared like with like (their chunk run again), so a deterministic
+    adaptive solver is judged, not blamed."""
+    from jax.experimental.ode import odeint
+
+    def loss(p):
+        def rhs(y, t, p):
+            return -p["k"] * y + jnp.sin(t) * p["a"]
+
+        ys = odeint(rhs, jnp.array([1.0, 0.5]), jnp.linspace(0.0, 2.0, 5), p)
+        return jnp.sum(ys**2)
+
+    params = {"k": jnp.array([0.7, 1.3]), "a": jnp.array(0.4)}
+    # odeint's gradient solves an adjoint ODE to the solver's tolerance (1.4e-8),
+    # so it matches the forward solution's differences to about that, not 1e-6.
+    report = jaxcheck.check_grad(loss, params, rtol=1e-5)
+    assert not report.nondeterministic and report.ok, str(report)
+    wrong = {"k": jnp.zeros(2), "a": jnp.array(0.0)}
+    assert not jaxcheck.check_grad(loss, params, grad=wrong, rtol=1e-5).ok
