@@ -80,8 +80,8 @@ def check_grads(
     args: Sequence[Any],
     order: int,
     modes: Sequence[str] = ("fwd", "rev"),
-    atol: float | None = None,
-    rtol: float | None = None,
+    atol: float | dict[Any, float] | None = None,
+    rtol: float | dict[Any, float] | None = None,
     eps: float | None = None,
 ) -> None:
     """Checks derivatives up to `order` like `jax.test_util.check_grads`, per entry.
@@ -99,10 +99,14 @@ def check_grads(
         f: the function, called as `f(*args)`; it may return any pytree.
         args: the tuple of arguments at which to check.
         order: derivatives up to this order are checked (1, 2, ...).
-        modes: "fwd" (JVPs) and/or "rev" (VJPs), as in JAX.
-        atol: absolute tolerance; None uses the dtype's default plus the entry's
-            round-off error (see `check_grad`).
-        rtol: relative tolerance; None uses the dtype's default.
+        modes: "fwd" (JVPs), "rev" (VJPs) and/or "lin" (the JVP of
+            `jax.linearize`), as in JAX.
+        atol, rtol: as in JAX: None, a number, or a dict from dtype to number,
+            merged over JAX's per-dtype defaults (float32 2e-3, float64 1e-5, ...)
+            and looked up by the dtype of the values compared. Each is the
+            narrowest band an entry gets, never scaled by the size of an array;
+            the entry's own error bound widens it where needed. As in JAX, NaN
+            on both sides agrees and a check with nothing to compare passes.
         eps: the finite-difference step; None picks one per entry from its dtype
             and magnitude (JAX uses 1e-4 for every dtype).
 
