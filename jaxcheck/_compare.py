@@ -130,7 +130,7 @@ class OutputBlock:
     dtype: np.dtype
 
 
-def _lower_precision(a: np.dtype, b: np.dtype) -> np.dtype:
+def lower_precision(a: np.dtype, b: np.dtype) -> np.dtype:
     return a if jnp.finfo(a).eps >= jnp.finfo(b).eps else b
 
 
@@ -165,7 +165,7 @@ def pass_band(
                 continue
             dtype = leaf.dtype
             if out.dtype is not None:
-                dtype = _lower_precision(leaf.dtype, out.dtype)
+                dtype = lower_precision(leaf.dtype, out.dtype)
             largest = float(np.max(finite[rows, cols]))
             band[rows, cols] = entry_band(
                 dtype,

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
 
-from ._compare import Comparison
+from ._compare import Comparison, lower_precision
 from ._numerical import Prepared
 from ._numerical_jacobian import OutputLeaf
 from ._pytree import LeafInfo
@@ -68,10 +67,6 @@ def _prefixed(name: str, path: str) -> str:
     return name + path if name else (path or "")
 
 
-def _lower_precision(a: np.dtype, b: np.dtype) -> np.dtype:
-    return a if jnp.finfo(a).eps >= jnp.finfo(b).eps else b
-
-
 def jacobian_report(
     *,
     fun_name: str,
@@ -99,7 +94,7 @@ def jacobian_report(
                     + (f" × {_prefixed(in_name, leaf.path)}" if in_name else "")
                     + f" ({mode})",
                     shape=out.shape + leaf.shape,
-                    dtype=_lower_precision(leaf.dtype, out.dtype),
+                    dtype=lower_precision(leaf.dtype, out.dtype),
                     weak_type=False,
                     position=-1,
                     tree_index=-1,

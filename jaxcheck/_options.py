@@ -49,14 +49,6 @@ class Options:
     adapt_steps: bool = True
 
     @property
-    def atol(self) -> float | None:
-        return self.tolerance.atol
-
-    @property
-    def rtol(self) -> float | None:
-        return self.tolerance.rtol
-
-    @property
     def evaluation(self) -> dict[str, Any]:
         """The options of the finite differences themselves."""
         return dict(
