@@ -11,6 +11,7 @@ from ._custom_rules import assert_custom_jvp as assert_custom_jvp
 from ._custom_rules import assert_custom_vjp as assert_custom_vjp
 from ._custom_rules import check_custom_jvp as check_custom_jvp
 from ._custom_rules import check_custom_vjp as check_custom_vjp
+from ._errors import BatchingFallbackWarning as BatchingFallbackWarning
 from ._errors import GradCheckError as GradCheckError
 from ._hessian import assert_hessian as assert_hessian
 from ._hessian import check_hessian as check_hessian

@@ -7,7 +7,8 @@ Every method checks the same float64 tanh MLP (layer sizes [16, h, h, h, 4], bat
 repeat: a first call right after `jax.clear_caches()` (compilation included), which
 a test suite pays, and a repeated call (run only), which an interactive session
 mostly pays. `--memory` instead runs one large check in a child process and samples
-its resident memory (see `_bench_memory`); `--plot` draws time against N.
+its resident memory (see `_bench_memory`); `--suite` times many small checks (see
+`_bench_suite`); `--plot` draws time against N.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._bench_model import BATCH, build_model, mlp_loss, n_params, width_for
+from ._bench_suite import MAX_SUITE_SIZE
 from ._bench_torch import import_torch, torch_gradcheck
 
 LOOP_STEP = 2.0**-17  # the loop's finite-difference step, exact in binary
@@ -228,6 +230,16 @@ def _positive(integer: bool) -> Callable[[str], float]:
     return parse
 
 
+def _at_most(parse: Callable[[str], float], limit: int) -> Callable[[str], float]:
+    def parse_at_most(text: str) -> float:
+        value = parse(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit}, got {text!r}")
+        return value
+
+    return parse_at_most
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the options of `jaxcheck bench` to its subparser."""
     num, count = _positive(False), _positive(True)
@@ -257,6 +269,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="PATH", help="write a log-log plot (PNG)")
     parser.add_argument("--json", metavar="PATH", help="write all measurements")
     parser.add_argument("--memory", action="store_true", help="measure memory instead")
+    parser.add_argument(
+        "--suite",
+        action="store_true",
+        help="measure many small checks instead (the unit-test use), against "
+        "jax.test_util.check_grads",
+    )
+    parser.add_argument(
+        "--gpu",
+        action="store_true",
+        help="the accelerator run instead: full and fast checks at large N, torch "
+        "on the same device, float32 under the default and highest matmul "
+        "precision (see _bench_gpu)",
+    )
+    for flag, default, what in [
+        ("--gpu-full", [1e5, 1e6], "full checks"),
+        ("--gpu-torch", [1e5], "torch gradcheck"),
+        ("--gpu-fast", [1e6, 1e7], "fast checks"),
+        ("--gpu-float32", [1e4], "the float32 model"),
+    ]:
+        parser.add_argument(
+            flag, metavar="N", type=num, nargs="+", default=default,
+            help=f"--gpu: N of {what} (default {' '.join(f'{d:g}' for d in default)})",
+        )  # fmt: skip
+    parser.add_argument(
+        "--gpu-budget",
+        metavar="S",
+        type=num,
+        default=540.0,
+        help="--gpu: skip what is left after S seconds (default 540)",
+    )
+    parser.add_argument(
+        "--suite-size",
+        metavar="K",
+        type=_at_most(count, MAX_SUITE_SIZE),
+        default=20,
+        help=f"functions in the --suite (default 20, at most {MAX_SUITE_SIZE})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -288,6 +337,27 @@ def run(args: argparse.Namespace) -> int:
         from ._bench_memory import measure_memory
 
         record["memory"] = measure_memory(args)
+    elif args.gpu:
+        from ._bench_gpu import gpu_table, measure_gpu
+
+        record["gpu"] = measured = measure_gpu(args)
+        print(gpu_table(measured))
+        failed = [
+            f"{kind} at N={r['N']}"
+            for kind in ("full", "fast", "torch")
+            for r in measured[kind]
+            if r.get("ok") is False
+        ]
+        if failed:
+            print("\nWRONG VERDICT on a correct gradient: " + ", ".join(failed))
+    elif args.suite:
+        from ._bench_suite import measure_suite, suite_table
+
+        record["suite"] = rows = measure_suite(args.suite_size)
+        print(suite_table(rows, args.suite_size))
+        failed = [r["tool"] for r in rows if not r["ok"]]
+        if failed:
+            print("\nWRONG VERDICT on a correct gradient: " + ", ".join(failed))
     else:
         torch = import_torch()
         about = "not installed; its columns are left out"

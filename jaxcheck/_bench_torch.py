@@ -19,14 +19,17 @@ def import_torch() -> Any:
     return torch
 
 
-def torch_loss(torch: Any, model: tuple) -> tuple[Callable[..., Any], tuple]:
+def torch_loss(
+    torch: Any, model: tuple, device: str = "cpu"
+) -> tuple[Callable[..., Any], tuple]:
     """The MLP's loss as a function of its weights, and those weights as float64
-    tensors that require grad: ([0]['w'], [0]['b'], [1]['w'], ...)."""
+    tensors on `device` that require grad: ([0]['w'], [0]['b'], [1]['w'], ...)."""
     linear = torch.nn.functional.linear  # takes weights as (out, in): hence w.t()
     params, x, y = model
-    xt, yt = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    on = dict(dtype=torch.float64, device=device)
+    xt, yt = torch.tensor(x, **on), torch.tensor(y, **on)
     flat = tuple(
-        torch.tensor(layer[k], dtype=torch.float64, requires_grad=True)
+        torch.tensor(layer[k], **on, requires_grad=True)
         for layer in params
         for k in ("w", "b")
     )
@@ -41,10 +44,10 @@ def torch_loss(torch: Any, model: tuple) -> tuple[Callable[..., Any], tuple]:
     return loss, flat
 
 
-def torch_gradcheck(torch: Any, model: tuple, fast: bool) -> bool:
+def torch_gradcheck(torch: Any, model: tuple, fast: bool, device: str = "cpu") -> bool:
     """`torch.autograd.gradcheck` (slow, every entry; or `fast_mode`, one random
-    projection) on the float64 MLP, with torch's default tolerances."""
-    loss, flat = torch_loss(torch, model)
+    projection) on the float64 MLP on `device`, with torch's default tolerances."""
+    loss, flat = torch_loss(torch, model, device)
     return bool(
         torch.autograd.gradcheck(loss, flat, fast_mode=fast, raise_exception=False)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,6 +56,7 @@ def check_grad(
     seed: int = 0,
     progress: bool | Callable[[int, int], Any] | None = None,
     devices: Sequence[jax.Device] | None = None,
+    resume: str | os.PathLike | None = None,
 ) -> GradCheckReport:
     """Compares the gradient of a scalar `fun` with finite differences, entry by entry.
 
@@ -130,6 +132,12 @@ def check_grad(
             (a `Mesh` over them, the batch split with a `NamedSharding`). None
             (default) uses all local devices when there is more than one; pass
             `[jax.devices()[0]]` to stay on one device.
+        resume: a directory in which to record each chunk of evaluations as it
+            finishes, so that a long check that was stopped (killed, Ctrl-C)
+            resumes where it was when run again with the same directory, and
+            gives the same report. A record of a different check (another `fun`,
+            θ, args, options, device count or version) is refused with a
+            ValueError. None (default): no record. Only for order=1.
 
     Returns:
         A `GradCheckReport`: `.ok`, `.rel_diff`, `.leaves` (a summary per leaf,
@@ -163,8 +171,14 @@ def check_grad(
         method=method, eps=eps, atol=atol, rtol=rtol, nondet_tol=nondet_tol,
         shadow=shadow, chunk_size=chunk_size, memory_budget=memory_budget,
         mode=mode, samples=samples, seed=seed, progress=progress, devices=devices,
+        resume=resume,
     )  # fmt: skip
     if check_order(order, grad) == 2:
+        if options.resume is not None:
+            raise ValueError(
+                "`resume` records the evaluations of a gradient check (order=1); "
+                "a Hessian check (order=2) does not keep a record: drop `resume`."
+            )
         return _hessian(fun, params, args, options)
     return gradient_report(fun, params, args, grad, options)
 

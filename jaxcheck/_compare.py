@@ -57,12 +57,27 @@ class Comparison:
         return np.where(self.status >= ANALYTIC_NONFINITE, np.inf, score)
 
 
-def relative_difference(analytic: np.ndarray, numeric: np.ndarray) -> float:
-    """‖g − ĝ‖₂ / (‖g‖₂ + ‖ĝ‖₂), the lecture's figure; 0 when both are zero."""
+def relative_difference(
+    analytic: np.ndarray, numeric: np.ndarray, band: np.ndarray | None = None
+) -> float:
+    """‖g − ĝ‖₂ / (‖g‖₂ + ‖ĝ‖₂), the lecture's figure; 0 when both are zero.
+
+    NaN where it means nothing: values not finite, or (given the entries' pass
+    bands `band`) a gradient that is zero to within them, where any round-off
+    (0 against 1e-11) reads as a 100 % difference."""
     norms = np.linalg.norm(analytic) + np.linalg.norm(numeric)
     if not np.isfinite(norms):
         return float("nan")
+    if band is not None and norms <= np.linalg.norm(band):
+        return float("nan")
     return float(np.linalg.norm(analytic - numeric) / norms) if norms > 0 else 0.0
+
+
+def meaningful(c: Comparison) -> np.ndarray:
+    """The entries whose relative error means something: at least one side is
+    larger than the entry's pass band (the others are zero to round-off)."""
+    with np.errstate(invalid="ignore"):
+        return np.maximum(np.abs(c.analytic), np.abs(c.numeric)) > c.tolerance
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,12 +56,16 @@ class CompilationCache:
 
     directory: pathlib.Path
     _previous: dict[str, Any]
+    max_bytes: int | None = None
 
     def close(self) -> None:
-        """Stops caching in `directory`; JAX's settings are as they were before."""
+        """Stops caching in `directory`; JAX's settings are as they were before.
+        With `max_bytes`, the directory is then trimmed to that size."""
         for name, value in self._previous.items():
             jax.config.update(name, value)
         compilation_cache.reset_cache()  # the next compilation reads the settings
+        if self.max_bytes is not None:
+            trim(self.directory, self.max_bytes)
 
     def __enter__(self) -> CompilationCache:
         return self
@@ -70,8 +74,48 @@ class CompilationCache:
         self.close()
 
 
+def trim(directory: pathlib.Path, max_bytes: int) -> int:
+    """Deletes the oldest files of `directory` until it holds at most `max_bytes`;
+    returns how many were deleted. (JAX's own size limit needs the `filelock`
+    package and rescans the directory at every write; this runs once, at close.)"""
+    files = []
+    for path in directory.iterdir():
+        try:
+            stat = path.stat()
+        except OSError:  # removed by another process meanwhile
+            continue
+        if path.is_file():
+            files.append((stat.st_mtime, stat.st_size, path))
+    total = sum(size for _, size, _ in files)
+    deleted = 0
+    for _, size, path in sorted(files, key=lambda f: f[0]):
+        if total <= max_bytes:
+            break
+        path.unlink(missing_ok=True)
+        total -= size
+        deleted += 1
+    return deleted
+
+
+def _max_bytes(max_bytes: Any) -> int | None:
+    if max_bytes is None:
+        return None
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+        raise TypeError(
+            "`max_bytes` must be an int (bytes) or None for no limit, got "
+            f"{type(max_bytes).__name__}."
+        )
+    if max_bytes < 0:
+        raise ValueError(
+            f"`max_bytes` must be >= 0, got {max_bytes}; pass None for no limit."
+        )
+    return max_bytes
+
+
 def enable_compilation_cache(
     directory: str | os.PathLike | None = None,
+    *,
+    max_bytes: int | None = None,
 ) -> CompilationCache:
     """Keeps compiled programs on disk, so a new process loads them instead of
     compiling them again.
@@ -92,15 +136,17 @@ def enable_compilation_cache(
     Args:
         directory: where to keep the programs; created if missing. None (default)
             uses `$XDG_CACHE_HOME/jaxcheck`, or `~/.cache/jaxcheck`.
+        max_bytes: a size limit: `close()` deletes the oldest programs until the
+            directory holds at most this many bytes. None (default): no limit.
 
     Returns:
         A `CompilationCache`: its `.directory`, and `.close()` (also called on
         leaving a `with` block) restores JAX's previous cache settings.
 
     Raises:
-        TypeError: `directory` is not a path.
+        TypeError: `directory` is not a path, or `max_bytes` not an int.
         ValueError: `directory` exists but is not a directory, or cannot be
-            created.
+            created; `max_bytes` is negative.
 
     Examples:
         >>> import tempfile
@@ -113,6 +159,7 @@ def enable_compilation_cache(
         (True, True)
     """
     path = _directory(directory)
+    limit = _max_bytes(max_bytes)
     if path.exists() and not path.is_dir():
         raise ValueError(
             f"`directory` {str(path)!r} exists and is not a directory; pass a "
@@ -130,4 +177,4 @@ def enable_compilation_cache(
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     compilation_cache.reset_cache()  # a cache already opened elsewhere moves here
-    return CompilationCache(path, previous)
+    return CompilationCache(path, previous, limit)

@@ -208,3 +208,40 @@ def diagnose_leaf(
     if not what and finite:
         what = _swapped(a, n, tol, failed)
     return "; ".join(x for x in (where, what) if x)
+
+
+def diagnose_narrowed(
+    shape: tuple[int, ...],
+    flat: np.ndarray,
+    analytic: np.ndarray,
+    numeric: np.ndarray,
+    failed: np.ndarray,
+    tolerance: np.ndarray,
+) -> str:
+    """`diagnose_leaf` for a leaf of which only the entries `flat` (flat indices,
+    with their values in the other arrays) were compared one by one, as in fast
+    mode: the others passed the directional probes, so count as not failed.
+
+    Examples:
+        >>> import numpy as np
+        >>> flat = np.array([3, 4, 5, 6])  # row 1 of a (3, 3) leaf, and [2, 0]
+        >>> numeric = np.array([1.0, 2.0, 3.0, 4.0])
+        >>> analytic = numeric * np.array([2, 2, 2, 1])
+        >>> failed, tol = analytic != numeric, np.full(4, 1e-9)
+        >>> diagnose_narrowed((3, 3), flat, analytic, numeric, failed, tol)
+        'only row 1 is wrong (the rest passed the probes); analytic ≈ 2 × numeric'
+    """
+    failed = np.asarray(failed, bool)
+    mask = np.zeros(int(np.prod(shape)), bool)
+    mask[np.asarray(flat)[failed]] = True
+    if not mask.any():
+        return ""
+    fixed, where = _region(mask.reshape(shape))
+    inside = np.ones(len(flat), bool)
+    for axis, index in zip(np.unravel_index(flat, shape), fixed, strict=True):
+        if index is not None:
+            inside &= axis == index
+    a, n, tol = (np.asarray(x)[inside] for x in (analytic, numeric, tolerance))
+    what = _pointwise(a, n, tol, failed[inside])
+    where = f"{where} (the rest passed the probes)" if where else ""
+    return "; ".join(x for x in (where, what) if x)

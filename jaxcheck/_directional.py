@@ -197,6 +197,7 @@ def _run(
         (values,),
         chunk,
         lambda k, n: f"evaluating probe chunk {k + 1} of {n} of {paths}",
+        f"probes of block {block}",
     ).astype(np.float64)
     out_eps = float(jnp.finfo(o.prepared.out_dtype).eps)
     results = []

@@ -31,3 +31,12 @@ def raise_if_failed(report: Any, what: str = "") -> Any:
     if not report.ok:
         raise GradCheckError(failure_message(report, what))
     return report
+
+
+class BatchingFallbackWarning(UserWarning):
+    """`fun` could not be batched with `vmap` (a primitive without a batching
+    rule, say), so a check evaluated its perturbed points one at a time.
+
+    The numbers are the same, only slower. Silence it with
+    `warnings.simplefilter("ignore", jaxcheck.BatchingFallbackWarning)`.
+    """

@@ -17,17 +17,27 @@ same shapes compiles nothing.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Sequence
+import os
+import re
+import threading
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 
-from . import _progress, _sharding
+from . import _progress, _resume, _sharding
+from ._errors import BatchingFallbackWarning
+from ._multiprocess import gather, is_multiprocess
 from ._pytree import LeafInfo, Problem, format_path
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of live intermediates per chunk
@@ -117,29 +127,136 @@ def entries_by_block(
     return out
 
 
-def _add_context(error: Exception, what: str) -> None:
-    """Notes where jaxcheck was when `fun` raised; the traceback stays the user's."""
+def _add_context(error: Exception, what: str, problem: Problem | None = None) -> None:
+    """Notes where jaxcheck was when `fun` raised, and for the errors a new user
+    meets first, what to do; the traceback stays the user's."""
     error.add_note(f"jaxcheck: raised by `fun` while {what}.")
+    if isinstance(error, _VALUE_DEPENDENT):
+        error.add_note(
+            "jaxcheck: `fun` is traced (under `jit` and `vmap`) to evaluate it at "
+            "many perturbed points at once, so it must not use the values of its "
+            "inputs in Python (`if x > 0:`, `bool(x)`, `float(x)`, `int(x)`). "
+            "Branch with `jnp.where(x > 0, a, b)` or `jax.lax.cond`; pass a value "
+            "that must stay a Python number through a closure "
+            "(`lambda p: fun(p, n=3)`)."
+        )
+    elif (
+        problem is not None
+        and isinstance(error, TypeError)
+        and _SIGNATURE.search(str(error))
+        and _name(problem.fun) in str(error)
+    ):
+        n = problem.n_args
+        error.add_note(
+            f"jaxcheck: `fun` is called as `fun(params, *args)`, here with "
+            f"{n} argument{'' if n == 1 else 's'} after `params`: pass `fun`'s other "
+            "arguments, and only those, after `params` (`check_grad(loss, params, "
+            "x, y)`), or bind them first (`functools.partial(loss, x=x)`)."
+        )
 
 
-# A small problem runs without `jit`: `vmap` dispatched op by op. Compiling a
-# program costs about 0.05-0.2 s on a CPU, while dispatching one batched op costs
-# tens of microseconds, so for a function of a few hundred ops evaluated a few
-# thousand times the op-by-op batch is done before a compilation would be
-# (measured: a 10-entry function's 20 perturbations took 0.085 s per new
-# function with jit, 0.0074 s without). The perturbations stay batched either
-# way. Above these bounds, or for a problem evaluated chunk after chunk, one
-# compiled program serves every chunk and is reused by the next check.
+_VALUE_DEPENDENT = (
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.ConcretizationTypeError,
+)
+_SIGNATURE = re.compile(
+    r"missing \d+ required positional argument|takes \d+ positional arguments? but "
+    r"\d+ (?:was|were) given|got an unexpected keyword argument"
+)
+
+
+def _name(fun: Any) -> str:
+    """How Python names `fun` in a call's TypeError: `loss()`, `<lambda>()`."""
+    return getattr(fun, "__name__", type(fun).__name__) + "()"
+
+
+# A small problem runs without `jit` when that is cheaper: `vmap` dispatched op
+# by op. Op by op, JAX compiles each op once per signature (primitive, input
+# types, parameters) and keeps it for the process: about 10-30 ms per new op on a
+# CPU, against 0.05-0.2 s to compile a whole program, and a program compiled
+# once is free the next time. So op by op wins where the ops recur in new
+# functions (many small functions of the same shapes: measured 0.0074 s per new
+# function against 0.085 s with `jit`) and loses where they are new (an MLP at a
+# new width: 1.0 s against 0.22 s, 32 ops compiled) or where the same problem
+# was compiled before. The ledger keeps the signatures seen in earlier checks and
+# those already run op by op: a check runs op by op when its problem was not
+# compiled before, at most `EAGER_MAX_FRESH_OPS` of its ops were never seen, and
+# at most `EAGER_MAX_NEW_OPS` are not compiled yet (ops seen before are likely
+# to come again: compiling them once pays off over the next checks). The
+# perturbations stay batched either way. Above `EAGER_MAX_EQUATIONS` or
+# `EAGER_MAX_BYTES` (a problem evaluated chunk after chunk), one compiled program
+# serves every chunk.
 EAGER_MAX_EQUATIONS = 512  # equations of `fun`'s jaxpr, sub-jaxprs included
 EAGER_MAX_BYTES = 32 << 20  # intermediates of all the evaluations of one check
+EAGER_MAX_FRESH_OPS = 4
+EAGER_MAX_NEW_OPS = 12
+_MAX_REMEMBERED = 4096  # problems compiled, remembered (oldest forgotten first)
 
 
-def runs_eagerly(n_equations: int, fun_bytes: int, evaluations: int) -> bool:
-    """Whether a check of this size is cheaper op by op than compiled."""
-    return (
-        n_equations <= EAGER_MAX_EQUATIONS
-        and fun_bytes * max(evaluations, 1) <= EAGER_MAX_BYTES
+class _OpLedger:
+    """What this process has seen, run op by op and compiled (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.seen: set = set()
+        self.compiled: set = set()
+        self.jitted: dict = {}  # problems with compiled programs, oldest first
+        self.lock = threading.Lock()
+
+    def decide(self, problem_key: Any, signatures: set) -> bool:
+        """Whether a check of these ops runs op by op; records the choice."""
+        with self.lock:
+            new = signatures - self.compiled
+            eager = (
+                problem_key not in self.jitted
+                and len(new - self.seen) <= EAGER_MAX_FRESH_OPS
+                and len(new) <= EAGER_MAX_NEW_OPS
+            )
+            self.seen |= signatures
+            if eager:
+                self.compiled |= signatures
+            else:
+                self.jitted[problem_key] = None
+                if len(self.jitted) > _MAX_REMEMBERED:
+                    del self.jitted[next(iter(self.jitted))]
+            return eager
+
+
+_LEDGER = _OpLedger()
+
+
+def op_signatures(jaxpr: Any, batch: int) -> set:
+    """What JAX compiles an op by: its primitive, input types and parameters (at
+    `batch` rows), for every equation, sub-jaxprs included."""
+    out = set()
+    for eqn in jaxpr.eqns:
+        types = tuple(str(getattr(v, "aval", v)) for v in eqn.invars)
+        out.add((batch, eqn.primitive.name, types, str(eqn.params)))
+        for inner in sub_jaxprs(eqn):
+            out |= op_signatures(inner, batch)
+    return out
+
+
+def runs_eagerly(
+    problem: Problem,
+    dynamic: Sequence[Any],
+    jaxpr: Any,
+    fun_bytes: int,
+    evaluations: int,
+) -> bool:
+    """Whether a check of `fun` (its `jaxpr`) is cheaper op by op than compiled."""
+    if is_multiprocess():
+        return False  # every process must run the same programs: compiled ones
+    evaluations = max(evaluations, 1)
+    fits = (
+        count_equations(jaxpr) <= EAGER_MAX_EQUATIONS
+        and fun_bytes * evaluations <= EAGER_MAX_BYTES
     )
+    if not fits:
+        return False
+    batch = 1 << (evaluations - 1).bit_length()  # eager chunks are powers of two
+    types = tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in dynamic)
+    return _LEDGER.decide((problem, types, batch), op_signatures(jaxpr, batch))
 
 
 def _evaluate(problem: Problem, dynamic: tuple[jax.Array, ...]) -> Any:
@@ -156,7 +273,7 @@ def evaluate(
     try:
         return (_evaluate if eager else _evaluate_jit)(problem, dynamic)
     except Exception as error:
-        _add_context(error, "being evaluated at the unperturbed `params`")
+        _add_context(error, "being evaluated at the unperturbed `params`", problem)
         raise
 
 
@@ -201,8 +318,10 @@ def _evaluate_chunk(
     dynamic: tuple[jax.Array, ...],
     indices: jax.Array,
     values: jax.Array,
+    batched: bool = True,
 ) -> jax.Array:
-    """`fun` with entry `indices[k]` of the block set to `values[k]`, for every k.
+    """`fun` with entry `indices[k]` of the block set to `values[k]`, for every k:
+    batched with `vmap`, or (not `batched`) one after another with `lax.map`.
 
     Each perturbed leaf is built by a select against an iota, which XLA fuses
     into one pass that writes the batch of copies: measured 1.4x to 1.5x faster
@@ -224,10 +343,16 @@ def _evaluate_chunk(
         ]
         return problem.evaluate(replace_leaves(dynamic, block.positions, leaves))
 
+    if not batched:
+        return jax.lax.map(lambda row: one(*row), (indices, values))
     return jax.vmap(one)(indices, values)
 
 
 _evaluate_chunk_jit = jax.jit(_evaluate_chunk, static_argnums=(0, 1))
+# For a `fun` that cannot be batched: the same rows, one at a time.
+_evaluate_rows_jit = jax.jit(
+    functools.partial(_evaluate_chunk, batched=False), static_argnums=(0, 1)
+)
 
 
 def trace_base(problem: Problem, dynamic: tuple[jax.Array, ...]):
@@ -235,7 +360,7 @@ def trace_base(problem: Problem, dynamic: tuple[jax.Array, ...]):
     try:
         return _evaluate_jit.trace(problem, dynamic)
     except Exception as error:
-        _add_context(error, "being traced at the unperturbed `params`")
+        _add_context(error, "being traced at the unperturbed `params`", problem)
         raise
 
 
@@ -302,6 +427,8 @@ def run_chunks(
     batched: Sequence[np.ndarray],
     chunk: int,
     describe: Callable[[int, int], str],
+    tag: str | None = None,
+    one_at_a_time: Callable[..., jax.Array] | None = None,
 ) -> np.ndarray:
     """`program(*rows)` over the rows of `batched`, `chunk` rows at a time.
 
@@ -311,25 +438,103 @@ def run_chunks(
     flight measured no faster on the CPU). `describe(k, n_chunks)` says what was
     being evaluated when `fun` raised. Inside `_sharding.sharded_over`, each chunk
     is split across the devices (its length rounded up to a multiple of them).
+    With a `tag` naming the program, inside `_resume.recording`, each chunk is
+    loaded from the record when it holds it, and written to it when finished.
+    When `program` fails and `one_at_a_time` (the same rows, not batched) does
+    not, `fun` cannot be batched: the chunks run one at a time from then on,
+    with a warning that says why. An error of `fun` itself is raised.
     """
     n = len(batched[0])
     devices = _sharding.devices_in_use()
     chunk = -(-chunk // devices) * devices
     n_chunks = -(-n // chunk)
     _progress.expect(n)
+    record = _resume.active() if tag is not None else None
     results = []
     for k in range(n_chunks):
         rows = [a[k * chunk : (k + 1) * chunk] for a in batched]
         pad = chunk - len(rows[0])
         if pad:
             rows = [np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) for a in rows]
-        try:
-            results.append(np.asarray(program(*_sharding.place(rows))))
-            _progress.advance(chunk - pad)
-        except Exception as error:
-            _add_context(error, describe(k, n_chunks))
-            raise
+        result = record.load(tag, rows) if record else None
+        if result is None:
+            try:
+                result = gather(program(*_sharding.place(rows)))
+            except Exception as error:
+                # Batching fails while the program is traced, on its first chunk,
+                # inside JAX (a batching rule), not while it runs and not in
+                # `fun`'s own code: only such errors may fall back.
+                batching = (
+                    one_at_a_time is not None
+                    and not isinstance(error, jax.errors.JaxRuntimeError)
+                    and _raised_inside_jax(error)
+                )
+                result = (
+                    _one_at_a_time(one_at_a_time, rows, error) if batching else None
+                )
+                if result is None:
+                    _add_context(error, describe(k, n_chunks))
+                    raise
+                program = one_at_a_time
+            one_at_a_time = None  # the program ran: batching is not the trouble
+            if record:
+                record.save(tag, rows, result)
+        results.append(result)
+        _progress.advance(chunk - pad)
     return np.concatenate(results)[:n]
+
+
+_JAX_PACKAGES = tuple(
+    os.path.dirname(module.__file__) + os.sep for module in (jax, jaxlib)
+)
+
+
+def _raised_inside_jax(error: Exception) -> bool:
+    """Whether `error` was raised by JAX's own code (its innermost frame, which
+    JAX keeps when it filters a traceback), not by `fun` or jaxcheck."""
+    frames = list(traceback.walk_tb(error.__traceback__))
+    return bool(frames) and frames[-1][0].f_code.co_filename.startswith(_JAX_PACKAGES)
+
+
+def _one_at_a_time(
+    program: Callable[..., jax.Array] | None, rows: Sequence[Any], error: Exception
+) -> np.ndarray | None:
+    """The rows evaluated one at a time when that works where the batch failed
+    (so batching was the trouble: a primitive without a batching rule, say);
+    None when it fails too (the error is `fun`'s) or there is no such program."""
+    if program is None:
+        return None
+    try:
+        result = gather(program(*_sharding.place(rows)))
+    except Exception:
+        return None
+    cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    said = _FALLBACKS.get()
+    if said is not None:
+        said.append(f"{type(error).__name__}: {cause[:120]}")
+    warnings.warn(
+        f"jaxcheck: `fun` cannot be batched with `vmap` ({type(error).__name__}: "
+        f"{cause[:300]}); its perturbed points are evaluated one at a time "
+        "instead (`lax.map`: the same numbers, slower).",
+        BatchingFallbackWarning,
+        stacklevel=2,
+    )
+    return result
+
+
+_FALLBACKS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "jaxcheck_fallbacks", default=None
+)
+
+
+@contextlib.contextmanager
+def noting_fallbacks() -> Iterator[list[str]]:
+    """Collects why the chunk loops run inside fell back to one at a time."""
+    token = _FALLBACKS.set([])
+    try:
+        yield _FALLBACKS.get()
+    finally:
+        _FALLBACKS.reset(token)
 
 
 def evaluate_block(
@@ -341,9 +546,11 @@ def evaluate_block(
     values: np.ndarray,
     chunk: int,
     eager: bool = False,
+    recorded: bool = True,
 ) -> np.ndarray:
     """`fun` at every perturbation (`indices[k]` set to `values[k]`), chunk by chunk
-    (with `eager`, op by op instead of compiled)."""
+    (with `eager`, op by op instead of compiled). Unless `recorded` is False, the
+    chunks go to (and come from) the resume record, when the check keeps one."""
     paths = ", ".join(format_path(leaf.path) for leaf in block_leaves)
     program = _evaluate_chunk if eager else _evaluate_chunk_jit
     return run_chunks(
@@ -351,4 +558,6 @@ def evaluate_block(
         (indices, values),
         chunk,
         lambda k, n: f"evaluating chunk {k + 1} of {n} with {paths} perturbed",
+        f"block {block} of {values.dtype}, eager={eager}" if recorded else None,
+        functools.partial(_evaluate_rows_jit, problem, block, dynamic),
     )

@@ -7,6 +7,7 @@ a wrong gradient.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,12 +16,14 @@ import numpy as np
 
 from ._analytic import analytic_side, fun_name
 from ._directional import DEFAULT_PROBES, probe_leaves
+from ._evaluate import noting_fallbacks, trace_base
 from ._numerical import Prepared, prepare
 from ._options import Options
 from ._progress import tracking
 from ._pytree import LeafInfo
 from ._refine import judge
 from ._report import GradCheckReport
+from ._resume import recording
 from ._sampling import sampled_entries, suspect_entries
 from ._sharding import sharded_over
 from ._steps import NOISE_FACTOR
@@ -63,9 +66,18 @@ def gradient_report(
     """Compares the gradient of the scalar `fun(params, *args)` (`jax.grad`, or
     `grad`: a callable or a pytree of values) with finite differences."""
     method = options.method
-    with tracking(options.progress) as tracker, sharded_over(options.devices):
-        prepared = prepare(fun, params, args, **options.evaluation)
+    with (
+        tracking(options.progress) as tracker,
+        sharded_over(options.devices),
+        contextlib.ExitStack() as stack,
+        noting_fallbacks() as fallbacks,
+    ):
+        prepared = prepare(fun, params, args, **options.evaluation, options=options)
         tree = prepared.tree
+        if options.resume is not None:
+            traced = trace_base(tree.problem, tree.dynamic)
+            record = recording(options.resume, traced, tree.dynamic, options)
+            record = stack.enter_context(record)
         base_value, analytic_leaves = analytic_side(grad, prepared, params, args)
         is_complex = any(x.dtype.kind == "c" for x in tree.leaves)
         dtype = np.complex128 if is_complex else np.float64
@@ -98,6 +110,18 @@ def gradient_report(
         if nondet_tol is None:
             nondet_tol = NOISE_FACTOR * float(jnp.finfo(numerical.out_dtype).eps)
             nondet_tol *= abs(base_value)
+        if fallbacks:
+            once = (
+                f"evaluated one point at a time: `fun` cannot be batched "
+                f"({fallbacks[0]})"
+            )
+            note = f"{note}; {once}" if note else once
+        if options.resume is not None:
+            resumed = (
+                f"resumed: {record.loaded} chunks from the record in "
+                f"{options.resume}, {record.written} evaluated"
+            )
+            note = f"{note}; {resumed}" if note else resumed
         report = GradCheckReport(
             fun_name=fun_name(fun),
             method=method,

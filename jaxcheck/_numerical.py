@@ -16,12 +16,13 @@ import numpy as np
 
 from . import _validate
 from ._evaluate import (
-    count_equations,
     evaluate,
     intermediate_bytes,
     runs_eagerly,
     trace_base,
 )
+from ._fingerprint import fingerprint
+from ._multiprocess import agree, is_multiprocess
 from ._perturb import evaluate_shifts
 from ._pytree import SplitTree, format_path, split
 from ._steps import roundoff_bound, step_sizes
@@ -59,10 +60,13 @@ def prepare(
     chunk_size: int | None,
     memory_budget: int,
     scalar: bool = True,
+    options: Any = None,
 ) -> Prepared:
     """Validates the arguments, splits the pytree and traces `fun` once.
 
     With `scalar`, `fun` must return a real scalar; otherwise a flat vector.
+    Under `jax.distributed`, the processes then check that they all prepared
+    the same check (`options`: the whole `Options`, when the caller has them).
     """
     _validate.check_fun(fun)
     _validate.check_method(method)
@@ -74,10 +78,15 @@ def prepare(
     traced = trace_base(tree.problem, tree.dynamic)
     if scalar:
         _validate.check_output(traced.out_info)
+    if is_multiprocess():
+        evaluation = dict(method=method, eps=eps, chunk_size=chunk_size)
+        evaluation.update(memory_budget=memory_budget, scalar=scalar)
+        agree(fingerprint(traced, tree.dynamic, options or evaluation, 0))
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
-    n_equations = count_equations(traced.jaxpr.jaxpr)
     # Central differences, refined at 2h: about four evaluations per entry.
-    eager = runs_eagerly(n_equations, fun_bytes, 4 * tree.size)
+    eager = runs_eagerly(
+        tree.problem, tree.dynamic, traced.jaxpr.jaxpr, fun_bytes, 4 * tree.size
+    )
     return Prepared(
         tree=tree,
         out_dtype=np.dtype(traced.out_info.dtype),

@@ -187,7 +187,9 @@ def prepare_vector(
 ) -> Prepared:
     """The engine's view of a pytree-valued `fun`: realified `params` split into
     θ, a flat real output, traced once."""
-    return prepare(fun, realify(params), args, scalar=False, **options.evaluation)
+    return prepare(
+        fun, realify(params), args, scalar=False, options=options, **options.evaluation
+    )
 
 
 def judge_jacobian(

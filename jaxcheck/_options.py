@@ -9,6 +9,7 @@ reads an option from anywhere else.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from . import _validate
 from ._compare import Tolerance
 from ._evaluate import DEFAULT_MEMORY_BUDGET
 from ._progress import tracking
+from ._resume import check_directory
 from ._sharding import sharded_over
 
 DEFAULT_SAMPLES = 16  # entries per leaf with mode="sample"
@@ -47,6 +49,7 @@ class Options:
     # Whether the steps are jaxcheck's to choose (no `eps` given): then an entry
     # whose error is mostly truncation is retried at smaller steps.
     adapt_steps: bool = True
+    resume: pathlib.Path | None = None  # where finished chunks are recorded
 
     @property
     def evaluation(self) -> dict[str, Any]:
@@ -74,6 +77,7 @@ def make_options(
     seed: Any = 0,
     progress: Any = None,
     devices: Any = None,
+    resume: Any = None,
     methods: Sequence[str] | None = None,
     floors: tuple[tuple[Any, float, float], ...] = (),
     nan_agrees: bool = False,
@@ -95,6 +99,7 @@ def make_options(
     _validate.check_mode(mode, samples, seed)
     _validate.check_progress(progress)
     _validate.check_devices(devices)
+    resume = check_directory(resume)
     return Options(
         method=method,
         eps=None if eps is None else float(eps),
@@ -114,6 +119,7 @@ def make_options(
         progress=progress,
         devices=None if devices is None else tuple(devices),
         adapt_steps=eps is None,
+        resume=resume,
     )
 
 

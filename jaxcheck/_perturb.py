@@ -123,7 +123,7 @@ def evaluate_shifts(
                 last = _rows_in_last_chunk(len(index), chunk)
                 rerun = evaluate_block(
                     tree.problem, block, leaves, tree.dynamic, index[-last:],
-                    new[-last:], chunk, eager,
+                    new[-last:], chunk, eager, recorded=False,
                 )  # fmt: skip
                 rerun = (rerun.imag if imaginary else rerun).astype(np.float64)
                 gap = _gap(rerun.reshape(len(rerun), n_outputs)[-repeats:], again)

@@ -18,6 +18,17 @@ Command line (overrides the ini file) and ini settings:
 | `--jaxcheck-slow` | `jaxcheck_slow = true` | run tests marked `slow_gradcheck` |
 | `--jaxcheck-report-dir D` | `jaxcheck_report_dir = D` | failed reports as JSON, PNG |
 | `--jaxcheck-cache-dir D` | `jaxcheck_cache_dir = D` | persistent compilation cache |
+| `--jaxcheck-no-cache` | `jaxcheck_cache = false` | no default cache (below) |
+| `--jaxcheck-cache-size MB` | `jaxcheck_cache_size = MB` | its size limit (256) |
+
+The persistent compilation cache is on by default: at the first use of the
+`gradcheck` fixture (so a session that does not check imports no jax), in
+`.pytest_cache/d/jaxcheck-xla` (pytest's cache directory), trimmed to its size
+limit, oldest programs first, when the session ends. A second run of the suite
+then loads the programs instead of compiling them. It is left off when JAX
+already has a cache directory (`JAX_COMPILATION_CACHE_DIR` or
+`jax_compilation_cache_dir`: the user's choice stands), when pytest's cache is
+disabled (`-p no:cacheprovider`), and with `--jaxcheck-no-cache`.
 """
 
 from __future__ import annotations
@@ -34,6 +45,9 @@ _MODES = ("full", "fast", "sample")  # check_grad's; named here to keep jax unlo
 MARKER = "slow_gradcheck"
 _OPTIONS = pytest.StashKey[dict]()
 _CACHE = pytest.StashKey[Any]()
+_CACHE_DECIDED = pytest.StashKey[bool]()
+DEFAULT_CACHE_MB = 256
+CACHE_SUBDIRECTORY = "jaxcheck-xla"  # under pytest's cache directory
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -95,6 +109,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "jaxcheck_cache_dir", "persistent compilation cache directory", default=""
     )
+    group.addoption(
+        "--jaxcheck-no-cache",
+        action="store_false",
+        dest="jaxcheck_cache",
+        default=None,
+        help="do not keep compiled programs in pytest's cache directory (the "
+        "default at the first use of gradcheck)",
+    )
+    parser.addini(
+        "jaxcheck_cache",
+        "keep compiled programs in pytest's cache directory",
+        type="bool",
+        default=True,
+    )
+    group.addoption(
+        "--jaxcheck-cache-size",
+        default=None,
+        metavar="MB",
+        help=f"size limit of the compilation cache (default {DEFAULT_CACHE_MB}); "
+        "the oldest programs are deleted when the session ends",
+    )
+    parser.addini(
+        "jaxcheck_cache_size", "size limit of the compilation cache, MB", default=""
+    )
 
 
 def _setting(config: pytest.Config, name: str) -> Any:
@@ -138,6 +176,44 @@ def check_options(config: pytest.Config) -> dict[str, Any]:
     return options
 
 
+def cache_limit(config: pytest.Config) -> int:
+    """The compilation cache's size limit in bytes, validated."""
+    value = _setting(config, "cache_size")
+    if value in ("", None):
+        return DEFAULT_CACHE_MB << 20
+    try:
+        megabytes = float(value)
+    except ValueError:
+        megabytes = float("nan")
+    if not megabytes >= 0 or megabytes == float("inf"):
+        raise pytest.UsageError(
+            "`--jaxcheck-cache-size` / ini option `jaxcheck_cache_size` must be a "
+            f"non-negative number of MB, got {value!r}; e.g. `jaxcheck_cache_size = "
+            f"{DEFAULT_CACHE_MB}`."
+        )
+    return int(megabytes * (1 << 20))
+
+
+def _start_default_cache(config: pytest.Config) -> None:
+    """Turns the default cache on, at the fixture's first use, unless the user
+    chose otherwise (their own cache directory, no pytest cache, or opted out)."""
+    if config.stash.get(_CACHE_DECIDED, False):
+        return
+    config.stash[_CACHE_DECIDED] = True
+    if not _setting(config, "cache") or getattr(config, "cache", None) is None:
+        return
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:  # the user's (or the option's) own
+        return
+    from ._compilation_cache import enable_compilation_cache
+
+    directory = config.cache.mkdir(CACHE_SUBDIRECTORY)
+    config.stash[_CACHE] = enable_compilation_cache(
+        directory, max_bytes=cache_limit(config)
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -145,6 +221,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "or `jaxcheck_slow = true`",
     )
     config.stash[_OPTIONS] = check_options(config)
+    limit = cache_limit(config)  # validated at start-up, not at the first check
     if _setting(config, "x64"):
         import jax
 
@@ -155,7 +232,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         path = pathlib.Path(config.rootpath, directory)  # relative: from rootdir
         try:
-            config.stash[_CACHE] = enable_compilation_cache(path)
+            config.stash[_CACHE] = enable_compilation_cache(path, max_bytes=limit)
         except (TypeError, ValueError) as error:
             raise pytest.UsageError(f"--jaxcheck-cache-dir: {error}") from None
 
@@ -241,6 +318,7 @@ def gradcheck(request: pytest.FixtureRequest) -> GradCheck:
     after the test, as JSON and (with matplotlib) PNG; a relative DIR is taken
     from the rootdir.
     """
+    _start_default_cache(request.config)
     directory = _setting(request.config, "report_dir")
     return GradCheck(
         request.config.stash[_OPTIONS],

@@ -96,6 +96,11 @@ class Problem:
             return NotImplemented
         return self._key() == other._key()
 
+    @property
+    def n_args(self) -> int:
+        """How many positional arguments `fun` gets after `params`."""
+        return len(self.treedef.children()[1].children())
+
     def rebuild(self, dynamic: Sequence[Any]) -> tuple[Any, tuple[Any, ...]]:
         """Puts the traced leaves back between the static ones: `(params, args)`."""
         dynamic_iter = iter(dynamic)

@@ -19,12 +19,19 @@ from ._compare import (
     KINK,
     STATUS_NAMES,
     Comparison,
+    meaningful,
     relative_difference,
 )
-from ._diagnose import diagnose_leaf
+from ._diagnose import diagnose_leaf, diagnose_narrowed
 from ._pytree import LeafInfo, format_path
 
 _WORST_SHOWN = 5
+_UNDEFINED = float("nan")  # a relative figure of values zero to round-off
+
+
+def _relative(x: float, spec: str = ".1e") -> str:
+    """A relative figure, or "—" where it means nothing (see `_summarize`)."""
+    return format("—", spec.split(".")[0]) if np.isnan(x) else format(x, spec)
 
 
 def _count(n: int, one: str, many: str) -> str:
@@ -80,10 +87,16 @@ class LeafSummary:
 
 
 def _summarize(
-    leaf: LeafInfo, c: Comparison, part: slice, checked: str, probes: Any
+    leaf: LeafInfo,
+    c: Comparison,
+    part: slice,
+    checked: str,
+    probes: Any,
+    flat: np.ndarray | None,
 ) -> LeafSummary:
-    """The leaf's entry rows `part` of `c`; its directional probes when it has no
-    entry rows (a leaf that passed fast mode's probes)."""
+    """The leaf's entry rows `part` of `c` (the leaf's entries `flat`, or all);
+    its directional probes when it has no entry rows (a leaf that passed fast
+    mode's probes)."""
     status = c.status[part]
     failed = int(np.count_nonzero(status >= FAILING))
     if np.any(status == ANALYTIC_NONFINITE):
@@ -102,23 +115,36 @@ def _summarize(
             (status >= FAILING).reshape(leaf.shape),
             c.tolerance[part].reshape(leaf.shape),
         )
+    elif failed and leaf.dtype.kind != "c" and probes is not None:
+        # Fast mode: the entries outside `flat` passed the probes.
+        diagnosis = diagnose_narrowed(
+            leaf.shape,
+            flat,
+            c.analytic[part].real,
+            c.numeric[part].real,
+            status >= FAILING,
+            c.tolerance[part],
+        )
     # Entries NaN or Inf on both sides agree (the drop-in): no error to show.
     agree = status != BOTH_NONFINITE
     analytic, numeric = c.analytic[part][agree], c.numeric[part][agree]
-    abs_err, rel_err = c.abs_err[part][agree], c.rel_err[part][agree]
+    abs_err, band = c.abs_err[part][agree], c.tolerance[part][agree]
+    # Relative errors only of entries above round-off: 0 against 1e-11 is no
+    # 100 % error. NaN (shown as "—") where no entry has one.
+    rel_err = c.rel_err[part][agree][meaningful(c)[part][agree]]
     if analytic.size == 0 and probes is not None and probes.analytic.size:
         analytic, numeric, abs_err = probes.analytic, probes.numeric, probes.abs_err
+        band = None
         scale = np.maximum(np.abs(analytic), np.abs(numeric))
         rel_err = np.where(scale > 0, abs_err / np.where(scale > 0, scale, 1), 0.0)
-    empty = abs_err.size == 0
     return LeafSummary(
         path=format_path(leaf.path),
         shape=leaf.shape,
         dtype=leaf.dtype.name,
         size=leaf.size,
-        max_abs_err=0.0 if empty else float(np.max(abs_err)),
-        max_rel_err=0.0 if empty else float(np.max(rel_err)),
-        rel_diff=relative_difference(analytic, numeric),
+        max_abs_err=float(np.max(abs_err)) if abs_err.size else 0.0,
+        max_rel_err=float(np.max(rel_err)) if rel_err.size else _UNDEFINED,
+        rel_diff=relative_difference(analytic, numeric, band),
         failed=failed,
         kinks=int(np.count_nonzero(status == KINK)),
         status=verdict,
@@ -165,14 +191,20 @@ class GradCheckReport:
         checked = checked or ["all entries"] * len(leaves)
         probes = probes or [None] * len(leaves)
         self.leaves = tuple(
-            _summarize(leaf, comparison, self._rows(leaf), how, p)
+            _summarize(leaf, comparison, rows, how, p, self._flat(leaf, rows))
             for leaf, how, p in zip(leaves, checked, probes, strict=True)
+            for rows in [self._rows(leaf)]
         )
         compared = comparison.status != BOTH_NONFINITE
         analytic = [comparison.analytic[compared]] + [p.analytic for p in probes if p]
         numeric = [comparison.numeric[compared]] + [p.numeric for p in probes if p]
+        band = (
+            None
+            if any(p is not None for p in probes)
+            else comparison.tolerance[compared]
+        )
         self.rel_diff = relative_difference(
-            np.concatenate(analytic), np.concatenate(numeric)
+            np.concatenate(analytic), np.concatenate(numeric), band
         )
         self.num_params = sum(leaf.size for leaf in leaves)
         self.num_entries = int(comparison.status.size)
@@ -198,6 +230,10 @@ class GradCheckReport:
         if self._entries is None:
             return slice(*bounds)
         return slice(*np.searchsorted(self._entries, bounds).tolist())
+
+    def _flat(self, leaf: LeafInfo, rows: slice) -> np.ndarray | None:
+        """The flat indices inside `leaf` of its compared entries (None: all)."""
+        return None if self._entries is None else self._entries[rows] - leaf.offset
 
     def _entry(self, row: int) -> EntryReport:
         flat = row if self._entries is None else int(self._entries[row])
@@ -263,34 +299,48 @@ class GradCheckReport:
         n_leaves = _count(len(self.leaves), "leaf", "leaves")
         if self.ok and self.mode == "full":
             entries = _count(self.num_entries, "entry", "entries")
-            return (
-                f"OK: all {entries} of {n_leaves} agree (rel diff "
-                f"{self.rel_diff:.1e}){kinks}."
-            )
+            return f"OK: all {entries} of {n_leaves} agree ({self._rel_diff}){kinks}."
         if self.ok and self.mode == "sample":
             return (
                 f"OK: {self.num_entries} sampled entries of {self.num_params}, in "
-                f"all {n_leaves}, agree (sample mode; rel diff "
-                f"{self.rel_diff:.1e}){kinks}."
+                f"all {n_leaves}, agree (sample mode; {self._rel_diff}){kinks}."
             )
         if self.ok:
             one_by_one = _count(self.num_entries, "entry was", "entries were")
             return (
                 f"OK: all {n_leaves} ({self.num_params} entries) agree along "
                 f"random directions; {one_by_one} checked one by one (fast mode; "
-                f"rel diff {self.rel_diff:.1e}){kinks}."
+                f"{self._rel_diff}){kinks}."
             )
         worst = self.worst(1)[0]
         bad_leaves = [s.path for s in self.leaves if s.status != "ok"]
         times = self.comparison.score[self._row(worst)]
         off = f"{times:.3g}× its pass band" if np.isfinite(times) else worst.status
+        compared = {
+            "full": "entries",
+            "sample": "sampled entries",
+            "fast": "entries checked one by one",
+        }[self.mode]
         verdict = (
-            f"FAILED: {self.num_failed} of {self.num_entries} entries differ, in "
+            f"FAILED: {self.num_failed} of {self.num_entries} {compared} differ, in "
             f"{', '.join(bad_leaves)}; worst {worst.location}: analytic "
             f"{worst.analytic:.6g}, numeric {worst.numeric:.6g} ({off}); "
-            f"rel diff {self.rel_diff:.1e}{kinks}."
+            f"{self._rel_diff}{kinks}."
         )
+        if self.mode == "fast" and self.num_entries < self.num_params:
+            verdict += (
+                f" Fast mode: directional probes narrowed the {self.num_params:,} "
+                f"entries to these {self.num_entries:,}."
+            )
+        elif self.mode == "fast":
+            verdict += " Fast mode: the directional probes failed, then every entry."
         return verdict + _hint(self.comparison.status)
+
+    @property
+    def _rel_diff(self) -> str:
+        if np.isnan(self.rel_diff) and self.num_failed == 0:
+            return "the gradient is zero to round-off"
+        return f"rel diff {_relative(self.rel_diff)}"
 
     def __str__(self) -> str:
         mode = "" if self.mode == "full" else f", {self.mode} mode"
@@ -309,10 +359,16 @@ class GradCheckReport:
         for s in self.leaves:
             line = (
                 f"  {s.path:<{width}}  {str(s.shape):<12} {s.dtype:<9} "
-                f"{s.max_abs_err:>11.2e} {s.max_rel_err:>11.2e} {s.rel_diff:>9.2e} "
+                f"{s.max_abs_err:>11.2e} {_relative(s.max_rel_err, '>11.2e')} "
+                f"{_relative(s.rel_diff, '>9.2e')} "
                 f"{s.failed:>7}  {s.status:<8}" + (f"  {s.checked}" if mode else "")
             )
             lines.append(line.rstrip())
+        if any(np.isnan(s.rel_diff) for s in self.leaves if s.status == "ok"):
+            lines.append(
+                "  —: every entry is zero to within its pass band; a relative figure "
+                "would mean nothing there"
+            )
         if self.skipped:
             kept = "; ".join(f"{p} ({why})" for p, why in self.skipped)
             lines.append(f"  not perturbed: {kept}")

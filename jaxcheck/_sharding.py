@@ -5,7 +5,8 @@ chunk length up to a multiple of the number of devices and places each chunk's
 rows with a `NamedSharding` over a one-axis `Mesh` ("batch"): every device
 evaluates its slice of the chunk, and the unperturbed arguments are replicated.
 The results are the same as on one device: each row is one independent
-evaluation of `fun`, and rows never mix.
+evaluation of `fun`, and rows never mix. Under `jax.distributed` the mesh spans
+the devices of every process (see `_multiprocess`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ _local = threading.local()
 
 
 def default_devices(devices: Sequence[Any] | None) -> list[Any] | None:
-    """The devices to shard over: `devices`, or all local devices of the default
-    backend when there is more than one; None for a single device."""
-    chosen = list(jax.local_devices()) if devices is None else list(devices)
+    """The devices to shard over: `devices`, or else every device of the default
+    backend (under `jax.distributed`, those of every process: they share the
+    work), when there is more than one; None for a single device."""
+    if devices is None:
+        devices = jax.devices() if jax.process_count() > 1 else jax.local_devices()
+    chosen = list(devices)
     return chosen if len(chosen) > 1 else None
 
 
@@ -52,8 +56,15 @@ def devices_in_use() -> int:
 
 
 def place(rows: Sequence[np.ndarray]) -> list[Any]:
-    """A chunk's rows, split along their first axis across the devices."""
+    """A chunk's rows, split along their first axis across the devices. Over the
+    devices of several processes, each process builds only its own rows' shards
+    (every process holds the same rows on the host)."""
     sharding = getattr(_local, "sharding", None)
     if sharding is None:
         return list(rows)
+    if not sharding.is_fully_addressable:
+        return [
+            jax.make_array_from_callback(r.shape, sharding, lambda i, r=r: r[i])
+            for r in rows
+        ]
     return [jax.device_put(r, sharding) for r in rows]

@@ -104,6 +104,9 @@ def test_memory_mode_reports_a_finished_check(tmp_path, capsys):
         ("--widths", "2.5"),
         ("--memory-seconds", "nan"),
         ("--max-loop-params", "many"),
+        ("--suite-size", "91"),
+        ("--gpu-full", "0"),
+        ("--gpu-budget", "-1"),
     ],
 )
 def test_bench_rejects_a_bad_option(option, value, capsys):
@@ -132,3 +135,49 @@ def test_plot_of_times_against_n(tmp_path):
     path = tmp_path / "times.png"
     _bench_plot.plot_times(results, str(path))
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gpu_mode_runs_every_measurement_on_the_default_device(tmp_path, capsys):
+    path = tmp_path / "gpu.json"
+    argv = ["bench", "--gpu", "--gpu-full", "100", "--gpu-fast", "300"]
+    argv += ["--gpu-torch", "100", "--gpu-float32", "100", "--json", str(path)]
+    assert _cli.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| jaxcheck")]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "jaxcheck full",
+        "jaxcheck fast",
+    ]
+    measured = json.loads(path.read_text())["gpu"]
+    assert measured["full"][0]["ok"] and measured["fast"][0]["ok"]
+    assert measured["full"][0]["compile_s"] <= measured["full"][0]["first_s"]
+    float32 = measured["float32"][0]
+    assert float32["default"]["ok"] and float32["highest"]["ok"]  # CPU: no TF32
+
+
+def test_gpu_mode_skips_what_exceeds_its_time_budget(capsys):
+    argv = ["bench", "--gpu", "--gpu-full", "100", "--gpu-fast", "300"]
+    argv += ["--gpu-float32", "100", "--gpu-budget", "1e-9"]
+    assert _cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped: time budget") == 2  # full and fast; float32 apart
+
+
+def test_suite_functions_have_distinct_jaxprs():
+    from jaxcheck._bench_suite import MAX_SUITE_SIZE, suite_functions
+
+    params = {"a": jnp.linspace(0.1, 0.9, 5), "b": jnp.linspace(-1.0, 1.0, 5)}
+    funs = suite_functions(MAX_SUITE_SIZE)
+    texts = {str(jax.make_jaxpr(f)(params)) for f in funs}
+    assert len(texts) == MAX_SUITE_SIZE
+    with pytest.raises(ValueError, match="`count` must be in 1..90"):
+        suite_functions(MAX_SUITE_SIZE + 1)
+
+
+def test_suite_child_times_each_call_of_a_tool():
+    from jaxcheck._bench_suite import _child, _row
+
+    run = _child("check_grad", 2)
+    assert run["ok"] and len(run["times"]) == 2 and min(run["times"]) > 0
+    row = _row("check_grad", run, run)
+    assert row["median_ratio"] == row["total_ratio"] == 1.0

@@ -201,3 +201,32 @@ def test_steps_fit_a_function_near_its_domain_edge():
         jaxcheck.check_grads(
             _scaled_jvp(1.5), (x,), 1, modes=("fwd",), rtol={np.float32: 0.15}
         )
+
+
+def _scaled_vjp(factor):
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sin(x) * 2.0
+
+    f.defvjp(lambda x: (f(x), x), lambda x, g: (factor * 2.0 * jnp.cos(x) * g,))
+    return f
+
+
+def test_a_large_input_checks_its_vjp_in_fast_mode(monkeypatch):
+    from jaxcheck import _check_grads, _vjp_jvp
+
+    monkeypatch.setattr(_check_grads, "FULL_VJP_MAX_ENTRIES", 100)
+    modes = []
+    report = _vjp_jvp.vjp_report
+    monkeypatch.setattr(
+        _check_grads,
+        "vjp_report",
+        lambda *a, **k: modes.append(a[-1].mode) or report(*a, **k),
+    )
+    x = jnp.linspace(-1.0, 1.0, 300).reshape(3, 100)
+    jaxcheck.check_grads(_scaled_vjp(1.0), (x,), order=1, modes=("rev",))
+    jaxcheck.check_grads(_scaled_vjp(1.0), (x[:, :30],), order=1, modes=("rev",))
+    assert modes == ["fast", "full"]  # above the limit only
+    failed = "VJP check failed.*Fast mode: the directional probes failed"
+    with pytest.raises(GradCheckError, match=failed):
+        jaxcheck.check_grads(_scaled_vjp(1.01), (x,), order=1, modes=("rev",))

@@ -34,7 +34,12 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_readme_quickstart_runs():
-    (quickstart,) = [b for b in _code_blocks("python") if "check_grad" in b]
+    section = README.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    (quickstart,) = [
+        b
+        for b in re.findall(r"```python\n(.*?)```", section, flags=re.S)
+        if "check_grad" in b
+    ]
     namespace: dict = {}
     exec(compile(quickstart, "README quickstart", "exec"), namespace)
     assert namespace["report"].ok

@@ -9,7 +9,8 @@ EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples").glob("*.py
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
-def test_example_runs(path, capsys):
+def test_example_runs(path, capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", [str(path)])  # as `python examples/<name>.py`
     runpy.run_path(str(path), run_name="__main__")
     out = capsys.readouterr().out
     assert "OK:" in out or "ok = True" in out

@@ -124,3 +124,96 @@ def test_pytest_option_refuses_a_file(pytester):
     result = pytester.runpytest(*PLUGIN, "--jaxcheck-cache-dir", "taken.txt")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--jaxcheck-cache-dir: `directory`*not a directory*"])
+
+
+_CUBE_TEST = """
+import jax.numpy as jnp
+
+def test_cube(gradcheck):
+    gradcheck(lambda w: jnp.sum(w**3), jnp.arange(1.0, 4.0))
+"""
+
+
+def _default_cache(pytester):
+    return pytester.path / ".pytest_cache" / "d" / "jaxcheck-xla"
+
+
+def test_the_plugin_keeps_programs_in_pytests_cache_by_default(pytester):
+    # A function and shape of its own: the in-process run compiles afresh.
+    pytester.makepyfile(
+        """
+        import jax.numpy as jnp
+
+        def test_unique(gradcheck):
+            gradcheck(lambda w: jnp.sum(jnp.sinh(w) * w**7), jnp.arange(1.0, 12.0))
+        """
+    )
+    result = pytester.runpytest(*PLUGIN)
+    result.assert_outcomes(passed=1)
+    assert any(_default_cache(pytester).iterdir())
+    assert jax.config.jax_compilation_cache_dir is None  # closed with the session
+
+
+def test_the_default_cache_waits_for_the_fixture(pytester):
+    pytester.makepyfile("def test_plain():\n    assert 1 + 1 == 2\n")
+    pytester.runpytest(*PLUGIN).assert_outcomes(passed=1)
+    assert not _default_cache(pytester).exists()
+
+
+@pytest.mark.parametrize(
+    "how", [("--jaxcheck-no-cache",), ("-p", "no:cacheprovider"), "ini"]
+)
+def test_the_default_cache_can_be_turned_off(pytester, how):
+    pytester.makepyfile(_CUBE_TEST)
+    if how == "ini":
+        pytester.makeini("[pytest]\njaxcheck_cache = false\n")
+        how = ()
+    pytester.runpytest(*PLUGIN, *how).assert_outcomes(passed=1)
+    assert not _default_cache(pytester).exists()
+
+
+def test_a_cache_directory_the_user_configured_stands(pytester, tmp_path):
+    pytester.makepyfile(_CUBE_TEST)
+    own = str(tmp_path / "own")
+    previous = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", own)
+    try:
+        pytester.runpytest(*PLUGIN).assert_outcomes(passed=1)
+        assert jax.config.jax_compilation_cache_dir == own
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous)
+    assert not _default_cache(pytester).exists()
+
+
+def test_the_cache_is_trimmed_to_its_size_when_the_session_ends(pytester):
+    pytester.makepyfile(_CUBE_TEST)
+    pytester.runpytest(*PLUGIN, "--jaxcheck-cache-size", "0").assert_outcomes(passed=1)
+    assert not any(_default_cache(pytester).iterdir())
+
+
+def test_trim_deletes_the_oldest_files_first(tmp_path):
+    from jaxcheck._compilation_cache import trim
+
+    for age, name in enumerate(["new", "mid", "old"]):
+        path = tmp_path / name
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (1e9 - age * 1000, 1e9 - age * 1000))
+    assert trim(tmp_path, 250) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mid", "new"]
+    assert trim(tmp_path, 0) == 2 and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("size", ["-1", "lots", "inf"])
+def test_a_bad_cache_size_is_a_usage_error(pytester, size):
+    pytester.makepyfile(_CUBE_TEST)
+    result = pytester.runpytest(*PLUGIN, f"--jaxcheck-cache-size={size}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*jaxcheck_cache_size*non-negative number of MB*"])
+
+
+def test_max_bytes_is_validated():
+    with pytest.raises(TypeError, match="`max_bytes` must be an int"):
+        jaxcheck.enable_compilation_cache(max_bytes=1.5)
+    with pytest.raises(ValueError, match="`max_bytes` must be >= 0"):
+        jaxcheck.enable_compilation_cache(max_bytes=-1)
+    assert jax.config.jax_compilation_cache_dir is None

@@ -49,7 +49,7 @@ def test_same_call_twice_gives_identical_reports(grad):
 
 
 def test_checks_from_several_threads_agree_with_serial_ones():
-    jobs = [(width, grad) for width in (3, 4, 5, 6) for grad in (None, wrong_grad)]
+    jobs = [(width, grad) for width in (3, 4, 5) for grad in (None, wrong_grad)]
 
     def run(job):
         width, grad = job
