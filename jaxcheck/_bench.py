@@ -147,22 +147,19 @@ def _measure(h: int, args: argparse.Namespace, torch: Any) -> dict:
     return result
 
 
+# The README's benchmark table has these columns, so a rerun compares cell by cell.
 _HEAD = (
-    "N|h|jaxcheck compile s|jaxcheck run s|loop first s|loop repeated s|"
-    "loop/jaxcheck first|loop/jaxcheck repeated|check_grads† first s|"
-    "check_grads† repeated s"
+    "N|jaxcheck first s|jaxcheck repeated s|loop first s|"
+    "loop / jaxcheck, first · repeated|torch gradcheck s|torch / jaxcheck first|"
+    "fast first s|sample first s|check_grads† first s|torch fast_mode† s|evals/s|"
+    "evals/s ÷ forwards/s"
 )
 
 
 def _table(results: list[dict], with_torch: bool, modes: list[str]) -> str:
-    """The markdown table of medians, one row per model size."""
+    """The markdown table of medians, one row per model size: the README's."""
     med, fmt = statistics.median, "{:.3g}".format
     head = _HEAD.split("|")
-    extra = [m for m in ("fast", "sample") if m in modes]
-    head += [f"{m} first s" for m in extra]
-    if with_torch:
-        head += ["torch gradcheck s", "torch fast_mode s", "torch/jaxcheck first"]
-    head += ["jaxcheck evals/s", "forward+loss s", "evals/s ÷ forwards/s"]
     rows = [head, ["---"] * len(head)]
     for r in results:
         jc = r["jaxcheck"]
@@ -170,26 +167,26 @@ def _table(results: list[dict], with_torch: bool, modes: list[str]) -> str:
             jc = {"first": [math.nan], "second": [math.nan]}
         first, run = med(jc["first"]), med(jc["second"])
         compile_s = med(jc.get("compile", [math.nan]))
-        row = [str(r["N"]), str(r["h"]), fmt(compile_s), fmt(run)]
+        row = [f"{r['N']:,}", f"{fmt(first)} ({fmt(compile_s)})", fmt(run)]
         if "skipped" in r["loop"]:
-            row += ["skipped"] * 4
+            row += ["not run", "—"]
         else:
             lf, lr = med(r["loop"]["first"]), med(r["loop"]["second"])
-            row += [fmt(lf), fmt(lr), fmt(lf / first) + "×", fmt(lr / run) + "×"]
-        row += [fmt(med(r["check_grads"][k])) for k in ("first", "second")]
-        row += [fmt(med(r[m]["first"])) for m in extra]
-        if with_torch:
-            slow, fast = r["torch_slow"], r["torch_fast"]
-            row += [
-                "skipped" if "skipped" in slow else fmt(med(slow["time"])),
-                fmt(med(fast["time"])),
-                "skipped"
-                if "skipped" in slow
-                else fmt(med(slow["time"]) / first) + "×",
-            ]
+            row += [fmt(lf), f"{fmt(lf / first)}× · {fmt(lr / run)}×"]
+        slow = r.get("torch_slow", {"skipped": "torch is not installed"})
+        if "skipped" in slow:
+            row += ["not run", "—"]
+        else:
+            row += [fmt(med(slow["time"])), fmt(med(slow["time"]) / first) + "×"]
+        for mode in ("fast", "sample"):
+            row.append(fmt(med(r[mode]["first"])) if mode in r else "—")
+        row.append(fmt(med(r["check_grads"]["first"])))
+        fast = r.get("torch_fast")
+        row.append(fmt(med(fast["time"])) if fast and "time" in fast else "—")
         forward = med(r["forward"])
         rate = 2 * r["N"] / run
-        rows.append(row + [fmt(rate), fmt(forward), fmt(rate * forward) + "×"])
+        rate_text = f"{rate:.2g}".replace("e+0", "e").replace("e+", "e")  # 1.5e5
+        rows.append(row + [rate_text, f"{fmt(rate * forward)}×"])
     return "\n".join("| " + " | ".join(cells) + " |" for cells in rows)
 
 
@@ -379,10 +376,11 @@ def run(args: argparse.Namespace) -> int:
         record["results"] = results = [_measure(h, args, torch) for h in widths]
         print(_table(results, torch is not None, args.modes))
         print(
-            "\ncompile = time the first call (right after jax.clear_caches()) spent"
-            " tracing and compiling, from its report (report.compile_seconds);"
+            "\njaxcheck first s = the first call (right after jax.clear_caches()),"
+            " in brackets the part spent tracing and compiling, from its report "
+            "(report.compile_seconds);"
             "\nratios are loop median / jaxcheck median, first calls with compile;"
-            "\nevals/s = 2N / jaxcheck run s; forward+loss = one jitted evaluation;"
+            "\nevals/s = 2N / jaxcheck repeated s;"
             "\nevals/s ÷ forwards/s: perturbed evaluations per second over single"
             " forward passes per second (above 1× thanks to batching);"
             "\nfast/sample first = mode='fast' / mode='sample' (16 entries per leaf),"

@@ -5,6 +5,7 @@ and fail, not hang, when a peer dies. Every wait has a timeout."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -54,7 +55,8 @@ _CHILD = textwrap.dedent(
         try:
             jaxcheck.check_grad(loss, params, x * (1 + pid))
         except ValueError as error:
-            print(json.dumps({"error": str(error)}))
+            out = json.dumps({"error": str(error)})
+            print("@@RESULT@@" + out + "@@END@@", flush=True)
         sys.exit(0)
     out = {}
     start = time.perf_counter()
@@ -69,7 +71,7 @@ _CHILD = textwrap.dedent(
     text = compiled_chunk.lower(problem, block, dynamic, indices, values).compile()
     out["all_gather"] = "all-gather" in text.as_text()
     out["input_devices"] = [len(indices.sharding.device_set)]
-    print(json.dumps(out))
+    print("@@RESULT@@" + json.dumps(out) + "@@END@@", flush=True)
     jax.distributed.shutdown()
     """
 )
@@ -122,8 +124,8 @@ def _launch(tmp_path, scenario, timeout=90):
 
 
 def _last_json(out):
-    # gloo writes its own lines to stdout, at any time
-    return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    # gloo writes to the same stdout, at any time: the result is marked
+    return json.loads(re.findall(r"@@RESULT@@(.*?)@@END@@", out, flags=re.S)[-1])
 
 
 @pytest.fixture(scope="module")

@@ -105,12 +105,13 @@ def test_bad_directories_are_refused(tmp_path):
 
 
 def test_pytest_option_turns_the_cache_on(pytester):
+    # A function and shape of its own: the in-process run compiles afresh.
     pytester.makepyfile(
         """
         import jax.numpy as jnp
 
-        def test_cube(gradcheck):
-            gradcheck(lambda w: jnp.sum(w**3), jnp.arange(1.0, 4.0))
+        def test_own(gradcheck):
+            gradcheck(lambda w: jnp.sum(jnp.cosh(w) * w**5), jnp.arange(1.0, 14.0))
         """
     )
     result = pytester.runpytest(*PLUGIN, "--jaxcheck-cache-dir", "xla-cache")
