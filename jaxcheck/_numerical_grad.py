@@ -8,6 +8,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from . import _validate
 from ._evaluate import DEFAULT_MEMORY_BUDGET
 from ._numerical import base_value_of, finite_differences, prepare
 from ._pytree import SplitTree, leaf_values_to_params
@@ -30,6 +31,7 @@ def numerical_grad(
     eps: float | None = None,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    flat: bool = False,
 ) -> Any:
     """The finite-difference gradient of a scalar `fun` with respect to `params`.
 
@@ -59,11 +61,16 @@ def numerical_grad(
         chunk_size: perturbed evaluations per batch; None derives it from
             `memory_budget`.
         memory_budget: bytes that one batch of evaluations may use (default 1 GiB).
+        flat: return one flat vector over θ (the perturbed entries in pytree
+            order, each leaf flattened in C order, in the leaves' common dtype)
+            instead of a pytree: `ravel_pytree(numerical_grad(fun, params))[0]`
+            when every leaf of `params` is floating.
 
     Returns:
         A pytree like `params` holding the numerical gradient at the perturbed leaves,
-        in each leaf's dtype, and None at every other leaf. For a complex leaf it
-        follows JAX's convention for real functions: ∂J/∂x − i·∂J/∂y.
+        in each leaf's dtype, and None at every other leaf (with `flat`, the
+        vector over θ). For a complex leaf it follows JAX's convention for real
+        functions: ∂J/∂x − i·∂J/∂y.
 
     Raises:
         TypeError, ValueError: for invalid arguments, a non-scalar or non-real
@@ -82,7 +89,13 @@ def numerical_grad(
         >>> forward = jaxcheck.numerical_grad(cube, theta, eps=0.01, method="forward")
         >>> round(float(forward), 8)
         3.0301
+        >>> params = {"b": jnp.ones(2), "w": jnp.ones((2, 2))}
+        >>> loss = lambda p: jnp.sum(p["w"] ** 2)
+        >>> g = jaxcheck.numerical_grad(loss, params, flat=True)
+        >>> g.tolist()  # θ: ['b'] then ['w'], as ravel_pytree lays them out
+        [0.0, 0.0, 2.0, 2.0, 2.0, 2.0]
     """
+    _validate.check_flag("flat", flat)
     prepared = prepare(
         fun,
         params,
@@ -102,6 +115,10 @@ def numerical_grad(
             memory_budget=memory_budget,
         )
     tree = prepared.tree
+    if flat:
+        dtype = jnp.result_type(*(leaf.dtype for leaf in tree.leaves))
+        theta = diffs.derivative[:, 0]
+        return jnp.asarray(theta if dtype.kind == "c" else theta.real, dtype)
     gradient = to_leaves(tree, diffs.derivative[:, 0])
     values = [
         jnp.asarray((x if leaf.dtype.kind == "c" else x.real).astype(leaf.dtype))

@@ -61,6 +61,10 @@ class EntryReport:
     tolerance: float  # the entry's pass band for abs_err
     step: float  # the finite-difference step h
     status: str  # "ok", "kink", "mismatch", "analytic nan/inf" or "inconclusive"
+    # Its index in θ, the perturbed entries in pytree order, each leaf flattened
+    # in C order: `jax.flatten_util.ravel_pytree(params)[0][flat_index]` when
+    # every leaf of `params` is floating (see the README's "How it works").
+    flat_index: int = -1
 
     @property
     def location(self) -> str:
@@ -251,6 +255,7 @@ class GradCheckReport:
             tolerance=float(c.tolerance[row]),
             step=float(self.steps[row]),
             status=STATUS_NAMES[int(c.status[row])],
+            flat_index=flat,
         )
 
     def _row(self, entry: EntryReport) -> int:

@@ -141,3 +141,41 @@ def test_the_drop_in_check_grads_refuses_bad_arguments(kwargs, error, named):
 def test_a_bad_check_grad_option_is_named(options, error, named):
     with pytest.raises(error, match=named):
         jaxcheck.check_grad(loss, W, **options)
+
+
+def _counted_rules(calls):
+    @jax.custom_vjp
+    def vjp_sin(w):
+        calls.append(None)
+        return jnp.sin(w)
+
+    vjp_sin.defvjp(lambda w: (vjp_sin(w), w), lambda w, g: (jnp.cos(w) * g,))
+
+    @jax.custom_jvp
+    def jvp_sin(w):
+        calls.append(None)
+        return jnp.sin(w)
+
+    jvp_sin.defjvp(lambda p, t: (jvp_sin(p[0]), jnp.cos(p[0]) * t[0]))
+    return {"check_custom_vjp": vjp_sin, "check_custom_jvp": jvp_sin}
+
+
+RULE_CASES = [
+    (name, *bad)
+    for name in ("check_custom_vjp", "check_custom_jvp")
+    for bad in BAD_OPTIONS
+]
+
+
+@pytest.mark.parametrize(
+    "name, options, error, named",
+    RULE_CASES,
+    ids=[f"{c[0]}-{c[1]}" for c in RULE_CASES],
+)
+def test_the_rule_checks_name_a_bad_option(name, options, error, named):
+    calls = []
+    fun = _counted_rules(calls)[name]
+    with pytest.raises(error, match=named):
+        getattr(jaxcheck, name)(fun, W, **options)
+    if named != "`memory_budget`":
+        assert calls == [], "validated after tracing `fun`"

@@ -389,3 +389,41 @@ def test_output_tree_has_params_structure():
     assert set(numeric) == set(params)
     assert numeric["n"] is None and numeric["none"] is None and numeric["mask"] is None
     assert numeric["w"].shape == (2,)
+
+
+def test_theta_is_ravel_pytree_of_the_floating_leaves():
+    from jax.flatten_util import ravel_pytree
+
+    params = {
+        "w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3),
+        "b": jnp.ones(2),
+        "c": jnp.array(0.5),
+    }
+
+    def loss(p):
+        return jnp.sum(jnp.sin(p["w"]) * p["c"]) + jnp.sum(p["b"] ** 3)
+
+    flat = jaxcheck.numerical_grad(loss, params, flat=True)
+    tree = jaxcheck.numerical_grad(loss, params)
+    np.testing.assert_array_equal(flat, ravel_pytree(tree)[0])
+    theta = ravel_pytree(params)[0]
+    exact = ravel_pytree(jax.grad(loss)(params))[0]
+    report = jaxcheck.check_grad(loss, params)
+    leaves = {f"['{k}']": v for k, v in params.items()}
+    for entry in report.worst(9):  # every entry, located both ways
+        assert theta[entry.flat_index] == leaves[entry.path][entry.index]
+        assert entry.analytic == pytest.approx(float(exact[entry.flat_index]))
+    wrong = dict(jax.grad(loss)(params))
+    wrong["w"] = wrong["w"].at[1, 2].add(0.1)
+    (failure,) = jaxcheck.check_grad(loss, params, grad=wrong).failures
+    assert failure.location == "['w'][1, 2]" and failure.flat_index == 3 + 5
+
+
+def test_theta_leaves_out_what_is_not_perturbed_and_flat_is_validated():
+    params = {"n": 3, "w": jnp.arange(3.0), "i": jnp.arange(2)}
+    loss = lambda p: jnp.sum(p["w"] ** 2) * p["n"]  # noqa: E731
+    flat = jaxcheck.numerical_grad(loss, params, flat=True)
+    assert flat.shape == (3,)  # only ['w']: ints and Python ints are not in θ
+    np.testing.assert_allclose(flat, [0.0, 6.0, 12.0], atol=1e-6)
+    with pytest.raises(TypeError, match="`flat` must be True or False"):
+        jaxcheck.numerical_grad(loss, params, flat="yes")
