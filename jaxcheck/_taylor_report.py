@@ -10,7 +10,10 @@ of a large step blur it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -158,6 +161,65 @@ class TaylorReport:
     def __bool__(self) -> bool:
         """`report.ok`, so that `assert jaxcheck.taylor_test(...)` asserts it."""
         return self.ok
+
+    @property
+    def rel_diff(self) -> float:
+        """NaN: a Taylor test compares orders of convergence, not two gradients,
+        so it has no relative difference (kept for the interface every report
+        shares; see `order`)."""
+        return math.nan
+
+    @property
+    def order(self) -> float:
+        """The fitted order along the global direction (2 for a right gradient)."""
+        return self.directions[0].order
+
+    @property
+    def leaves(self) -> tuple[TaylorDirection, ...]:
+        """One direction per perturbed leaf, in `params` order."""
+        return self.directions[1:]
+
+    def worst(self, k: int = _COLUMNS_SHOWN) -> list[TaylorDirection]:
+        """The `k` directions furthest from passing: failed ones first, then by
+        ascending order (NaN, no usable step, last)."""
+        key = lambda d: (d.ok, d.order if math.isfinite(d.order) else math.inf)  # noqa: E731
+        return sorted(self.directions, key=key)[:k]
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """`to_dict()` as strict JSON text."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def plot(self, path: str | os.PathLike[str]) -> None:
+        """Draws the remainders against h on log-log axes into a PNG at `path`,
+        with the slopes 1 (a wrong gradient) and 2 (a right one) for reference.
+
+        Raises:
+            ImportError: matplotlib is not installed (the `plot` extra).
+        """
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as error:
+            raise ImportError(
+                "`TaylorReport.plot` needs matplotlib, which is not installed; "
+                'install the plot extra with `pip install "jaxcheck[plot]"`.'
+            ) from error
+        figure = Figure(figsize=(6.4, 4.8))
+        ax = figure.add_subplot()
+        for d in self.worst(_COLUMNS_SHOWN):
+            r = np.asarray(d.remainders)
+            label = f"{d.name} (order {d.order:.2f})"
+            ax.loglog(d.steps, np.where(r > 0, r, np.nan), "o-", label=label)
+        h = np.asarray(self.directions[0].steps)
+        r0 = np.asarray(self.directions[0].remainders)
+        top = np.nanmax(np.where(np.isfinite(r0) & (r0 > 0), r0, np.nan), initial=1.0)
+        for slope, style in ((1, ":"), (2, "--")):
+            ax.loglog(h, top * (h / h[0]) ** slope, "k" + style, lw=0.8,
+                      label=f"slope {slope}")  # fmt: skip
+        ax.set_xlabel("step h")
+        ax.set_ylabel("|J(θ + h·v) − J(θ) − h·g·v|")
+        ax.legend(fontsize=7)
+        ax.set_title(textwrap.fill(self.verdict, 80), fontsize=8)
+        figure.savefig(os.fspath(path), format="png", dpi=100, bbox_inches="tight")
 
     def __str__(self) -> str:
         first = self.directions[0]

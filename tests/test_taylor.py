@@ -316,3 +316,24 @@ def test_readme_taylor_section_runs():
     exec(compile(block, "README Taylor test", "exec"), namespace)
     assert namespace["report"].ok
     assert leaf_failures(namespace["bad"]) == ["['b']"]
+
+
+def test_the_report_has_the_interface_every_report_shares(tmp_path):
+    params = mlp_params()
+    right = jaxcheck.taylor_test(mlp_loss, params, X)
+    wrong_grad = plant(reference_grad(mlp_loss, params, X), ["layers", 1, "b"], 1.01)
+    wrong = jaxcheck.taylor_test(mlp_loss, params, X, grad=wrong_grad)
+    for report in (right, wrong):
+        assert np.isnan(report.rel_diff)  # orders, not a difference of gradients
+        assert report.leaves == report.directions[1:]
+        assert [d.name for d in report.leaves][0].startswith("['layers'][0]")
+        assert json.loads(report.to_json()) == json.loads(json.dumps(report.to_dict()))
+    assert right.order == pytest.approx(2.0, abs=0.2)
+    assert wrong.order == pytest.approx(1.0, abs=0.2)
+    worst = wrong.worst(2)
+    assert [d.ok for d in worst] == [False, False]
+    assert {d.name for d in worst} == {"all", "['layers'][1]['b']"}
+    assert right.worst(1)[0].ok
+    pytest.importorskip("matplotlib")
+    wrong.plot(tmp_path / "taylor.png")
+    assert (tmp_path / "taylor.png").read_bytes()[:4] == b"\x89PNG"
