@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -179,11 +179,8 @@ def _transformation_steps(linear: Callable, floats, directions, kind: str):
     yield _same_step(batched, loop, what, batch_hint)
 
 
-def _options(method, eps, atol, rtol, chunk_size, memory_budget, seed) -> Options:
-    return make_options(
-        method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
-        memory_budget=memory_budget, seed=seed, methods=JACOBIAN_METHODS,
-    )  # fmt: skip
+def _options(**options: Any) -> Options:
+    return make_options(**options, methods=JACOBIAN_METHODS)
 
 
 def _seeded(options: Options, k: int) -> Options:
@@ -213,6 +210,9 @@ def check_custom_vjp(
     rtol: float | None = None,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    shadow: bool = True,
+    progress: bool | Callable[[int, int], Any] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> RuleReport:
     """Checks a `jax.custom_vjp` rule: output, structure, values, jit and vmap.
 
@@ -229,7 +229,8 @@ def check_custom_vjp(
         *primals: every positional argument of `fun`, `nondiff_argnums` included.
         num_cotangents: how many random cotangents check the values.
         seed: the seed of the first random cotangent.
-        method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`.
+        method, eps, atol, rtol, chunk_size, memory_budget, shadow, progress,
+            devices: as in `check_grad`, for every value check.
 
     Returns:
         A `RuleReport` holding each step in the order run (`.steps`; a failed
@@ -257,7 +258,11 @@ def check_custom_vjp(
     _rule(fun, "vjp")
     primals = tuple(primals)
     _check_count("num_cotangents", num_cotangents)
-    options = _options(method, eps, atol, rtol, chunk_size, memory_budget, seed)
+    options = _options(
+        method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
+        memory_budget=memory_budget, seed=seed, shadow=shadow, progress=progress,
+        devices=devices,
+    )  # fmt: skip
     nondiff, diff, f = _split(fun, primals)
     note = _nondiff_note(fun)
     steps: list[RuleStep] = []
@@ -303,6 +308,9 @@ def check_custom_jvp(
     rtol: float | None = None,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    shadow: bool = True,
+    progress: bool | Callable[[int, int], Any] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> RuleReport:
     """Checks a `jax.custom_jvp` rule: output, structure, values, zeros, jit, vmap.
 
@@ -321,7 +329,8 @@ def check_custom_jvp(
         *primals: every positional argument of `fun`, `nondiff_argnums` included.
         num_tangents: how many random tangents check the values.
         seed: the seed of the first random tangent.
-        method, eps, atol, rtol, chunk_size, memory_budget: as in `check_grad`.
+        method, eps, atol, rtol, chunk_size, memory_budget, shadow, progress,
+            devices: as in `check_grad`, for every value check.
 
     Returns:
         A `RuleReport` holding each step in the order run (`.steps`; a failed
@@ -348,7 +357,11 @@ def check_custom_jvp(
     _rule(fun, "jvp")
     primals = tuple(primals)
     _check_count("num_tangents", num_tangents)
-    options = _options(method, eps, atol, rtol, chunk_size, memory_budget, seed)
+    options = _options(
+        method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
+        memory_budget=memory_budget, seed=seed, shadow=shadow, progress=progress,
+        devices=devices,
+    )  # fmt: skip
     nondiff, diff, f = _split(fun, primals)
     note = _nondiff_note(fun)
     steps: list[RuleStep] = []

@@ -174,3 +174,29 @@ def test_a_structural_failure_ends_the_rule_check():
         report.plot("unused.png")
     good = jaxcheck.check_custom_jvp(rules.sin, jnp.linspace(0.1, 1.0, 4))
     assert good and good.verdict.startswith("OK: the custom_jvp rule of `sin`")
+
+
+def test_rule_checks_take_the_shared_options_progress_devices_shadow():
+    @jax.custom_vjp
+    def square(x):
+        return x**2
+
+    square.defvjp(lambda x: (x**2, x), lambda x, g: (2 * x * g,))
+
+    @jax.custom_jvp
+    def cube(x):
+        return x**3
+
+    cube.defjvp(lambda p, t: (p[0] ** 3, 3 * p[0] ** 2 * t[0]))
+    x = jnp.linspace(0.5, 1.5, 4).astype(jnp.float32)
+    for check, fun in ((jaxcheck.check_custom_vjp, square),
+                       (jaxcheck.check_custom_jvp, cube)):  # fmt: skip
+        calls: list[int] = []
+        report = check(
+            fun, x, progress=lambda done, total, calls=calls: calls.append(done),
+            devices=[jax.devices()[0]], shadow=False,
+        )  # fmt: skip
+        assert report.ok and calls  # the value checks reported their progress
+        assert all("float64 twin" not in r.note for r in report.reports.values())
+        with pytest.raises(TypeError, match="`shadow`"):
+            check(fun, x, shadow="no")
