@@ -212,6 +212,9 @@ class _OpLedger:
                 and len(new - self.seen) <= EAGER_MAX_FRESH_OPS
                 and len(new) <= EAGER_MAX_NEW_OPS
             )
+            if len(self.seen) > _MAX_REMEMBERED * 16:  # forget, a little slower
+                self.seen.clear()
+                self.compiled.clear()
             self.seen |= signatures
             if eager:
                 self.compiled |= signatures

@@ -17,6 +17,8 @@ import numpy as np
 from ._analytic import analytic_side, fun_name
 from ._directional import DEFAULT_PROBES, probe_leaves
 from ._evaluate import noting_fallbacks, trace_base
+from ._fingerprint import leaves_digest
+from ._multiprocess import agree, is_multiprocess
 from ._numerical import Prepared, prepare
 from ._options import Options
 from ._progress import tracking
@@ -84,6 +86,10 @@ def gradient_report(
         analytic = np.concatenate(
             [x.reshape(-1).astype(dtype) for x in analytic_leaves]
         )
+        # Every process must judge the same analytic gradient, or they refine
+        # different entries and wait in different collectives.
+        if is_multiprocess():
+            agree({"analytic gradient": leaves_digest([analytic])})
         with numerical_side(prepared, base_value, options.shadow, method) as (
             numerical,
             note,

@@ -21,6 +21,10 @@ Command line (overrides the ini file) and ini settings:
 | `--jaxcheck-no-cache` | `jaxcheck_cache = false` | no default cache (below) |
 | `--jaxcheck-cache-size MB` | `jaxcheck_cache_size = MB` | its size limit (256) |
 
+(An explicit `--jaxcheck-cache-dir` gets a size limit only when one is given.
+Under pytest-xdist the workers share the directory and the controller trims it
+once they are done.)
+
 The persistent compilation cache is on by default: at the first use of the
 `gradcheck` fixture (so a session that does not check imports no jax), in
 `.pytest_cache/d/jaxcheck-xla` (pytest's cache directory), trimmed to its size
@@ -209,8 +213,11 @@ def _start_default_cache(config: pytest.Config) -> None:
     from ._compilation_cache import enable_compilation_cache
 
     directory = config.cache.mkdir(CACHE_SUBDIRECTORY)
+    # Under pytest-xdist the workers share the directory: only the controller
+    # trims it, once every worker is done (see pytest_unconfigure).
+    worker = hasattr(config, "workerinput")
     config.stash[_CACHE] = enable_compilation_cache(
-        directory, max_bytes=cache_limit(config)
+        directory, max_bytes=None if worker else cache_limit(config)
     )
 
 
@@ -231,8 +238,14 @@ def pytest_configure(config: pytest.Config) -> None:
         from ._compilation_cache import enable_compilation_cache
 
         path = pathlib.Path(config.rootpath, directory)  # relative: from rootdir
+        chosen = _setting(config, "cache_size") not in ("", None)
         try:
-            config.stash[_CACHE] = enable_compilation_cache(path, max_bytes=limit)
+            config.stash[_CACHE] = enable_compilation_cache(
+                path,
+                max_bytes=limit
+                if chosen and not hasattr(config, "workerinput")
+                else None,
+            )
         except (TypeError, ValueError) as error:
             raise pytest.UsageError(f"--jaxcheck-cache-dir: {error}") from None
 
@@ -241,6 +254,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     cache = config.stash.get(_CACHE, None)
     if cache is not None:
         cache.close()
+    elif _is_xdist_controller(config) and _setting(config, "cache"):
+        # The workers kept programs in the default directory; trim it now.
+        if getattr(config, "cache", None) is not None:
+            from ._compilation_cache import trim
+
+            trim(config.cache.mkdir(CACHE_SUBDIRECTORY), cache_limit(config))
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process hands the tests to pytest-xdist workers."""
+    return not hasattr(config, "workerinput") and bool(
+        getattr(config.option, "numprocesses", None)
+    )
 
 
 def pytest_collection_modifyitems(

@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from . import _sharding
@@ -118,6 +119,20 @@ def recording(
     if directory is None:
         yield None
         return
+    if jax.process_count() > 1:
+        raise ValueError(
+            "`resume` is not supported under jax.distributed yet: each process "
+            "would decide from its own record which chunks to skip, and the "
+            "others would wait for it in a collective. Drop `resume`."
+        )
+    lowered = traced.lower().as_text()
+    if "callback" in lowered:
+        raise ValueError(
+            "`resume` cannot tell host callbacks apart (`jax.pure_callback`, "
+            "`io_callback`): their code is not in the program that keys the "
+            "record, so a record of another function could be mixed in. Drop "
+            "`resume` for a `fun` that calls back to Python."
+        )
     n_devices = len(options.devices or _sharding.default_devices(None) or [0])
     identity = fingerprint(traced, dynamic, options, n_devices)
     try:

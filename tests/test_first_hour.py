@@ -118,3 +118,14 @@ def test_python_control_flow_on_a_traced_value_is_explained():
     notes = _notes(caught.value)
     assert "must not use the values of its inputs in Python" in notes
     assert "jnp.where" in notes
+
+
+def test_a_large_leaf_with_a_few_real_entries_keeps_its_relative_figures():
+    # 2,000 entries at zero and 5 that are not: the relative figures are real.
+    def loss(w):
+        return 1e-3 * jnp.sum(w[:5] ** 2) + jnp.sum(jnp.cos(0.0 * w))
+
+    report = jaxcheck.check_grad(loss, jnp.linspace(1.0, 2.0, 2000))
+    assert report.ok and not np.isnan(report.rel_diff)
+    assert not np.isnan(report.leaves[0].max_rel_err)
+    assert "zero to round-off" not in report.verdict

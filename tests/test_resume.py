@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -128,3 +129,16 @@ def test_bad_resume_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="order=2"):
         jaxcheck.check_grad(loss, PARAMS, X, resume=tmp_path / "r", order=2)
     assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_a_fun_with_host_callbacks_is_refused(tmp_path):
+    import numpy as np
+
+    def fun(p, x):
+        shape = jax.ShapeDtypeStruct(x.shape, x.dtype)
+        host = jax.pure_callback(np.sin, shape, x, vmap_method="sequential")
+        return jnp.sum(p["w"] ** 2) + 0.0 * jnp.sum(host)
+
+    with pytest.raises(ValueError, match="`resume` cannot tell host callbacks"):
+        jaxcheck.check_grad(fun, PARAMS, X, grad={"w": 2 * PARAMS["w"]},
+                            resume=tmp_path)  # fmt: skip
