@@ -100,11 +100,15 @@ def _directions(support: Support, theta: np.ndarray, probes: int, seed: int):
     return plus, minus, plus.astype(host) - minus.astype(host)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _evaluate_points(
-    problem: Problem, block: Block, dynamic: tuple[jax.Array, ...], flat: jax.Array
+def _points(
+    problem: Problem,
+    block: Block,
+    dynamic: tuple[jax.Array, ...],
+    flat: jax.Array,
+    batched: bool = True,
 ) -> jax.Array:
-    """`fun` with the block's leaves set to each row of `flat` (batch, block.size)."""
+    """`fun` with the block's leaves set to each row of `flat` (batch, block.size):
+    batched with `vmap`, or (not `batched`) one row after another."""
     splits = np.cumsum(block.sizes)[:-1].tolist()
 
     def one(row):
@@ -112,7 +116,14 @@ def _evaluate_points(
         leaves = [x.reshape(s) for x, s in zip(pieces, block.shapes, strict=True)]
         return problem.evaluate(replace_leaves(dynamic, block.positions, leaves))
 
-    return jax.vmap(one)(flat)
+    return jax.vmap(one)(flat) if batched else jax.lax.map(one, flat)
+
+
+_evaluate_points = jax.jit(_points, static_argnums=(0, 1))
+# For a `fun` that cannot be batched: the same rows, one at a time.
+_evaluate_points_rows = jax.jit(
+    functools.partial(_points, batched=False), static_argnums=(0, 1)
+)
 
 
 class _Rows:
@@ -197,7 +208,8 @@ def _run(
         (values,),
         chunk,
         lambda k, n: f"evaluating probe chunk {k + 1} of {n} of {paths}",
-        f"probes of block {block}",
+        f"probes of block {block} of {leaves[0].dtype}",
+        functools.partial(_evaluate_points_rows, tree.problem, block, tree.dynamic),
     ).astype(np.float64)
     out_eps = float(jnp.finfo(o.prepared.out_dtype).eps)
     results = []

@@ -77,3 +77,15 @@ def test_an_error_of_fun_itself_is_not_hidden_by_the_fallback():
             jaxcheck.check_grad(fun, W, grad=lambda w: 2 * w)
     notes = "\n".join(getattr(caught.value, "__notes__", []))
     assert "jaxcheck: raised by `fun` while evaluating chunk" in notes
+
+
+@pytest.mark.parametrize("mode", ["fast", "sample"])
+def test_the_screening_modes_fall_back_too(mode):
+    with pytest.warns(BatchingFallbackWarning):
+        report = jaxcheck.check_grad(loss, W, mode=mode)
+    assert report.ok, str(report)
+    wrong = make_host_sin(derivative_factor=1.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BatchingFallbackWarning)
+        bad = jaxcheck.check_grad(lambda w: jnp.sum(wrong(w) ** 2), W, mode=mode)
+    assert not bad.ok and "params" in bad.verdict
