@@ -49,18 +49,18 @@ def _settings(options: Any) -> list[tuple[str, Any]]:
 
 
 def fingerprint(
-    traced: Any, dynamic: Sequence[Any], options: Any, n_devices: int
+    program: str, dynamic: Sequence[Any], options: Any, n_devices: int
 ) -> dict[str, str]:
     """The digests of a check, keyed by what a reader would call each part.
 
-    `traced` is `fun` traced at θ (its lowered StableHLO, without source
-    locations, stands for `fun`: a jaxpr's text can hold object addresses);
+    `program` is `fun` lowered at θ, as StableHLO text without source locations
+    (`traced.lower().as_text()`; a jaxpr's text can hold object addresses);
     `dynamic` the leaves of params and args that are arrays; `options` an
     `Options` or a dict of options."""
     from . import __version__
 
     return {
-        "program of `fun`": digest(traced.lower().as_text()),
+        "program of `fun`": digest(program),
         "params and args": leaves_digest(dynamic),
         "options": digest(_settings(options)),
         "devices": f"{jax.default_backend()} x{n_devices}",

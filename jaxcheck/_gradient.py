@@ -116,18 +116,18 @@ def gradient_report(
         if nondet_tol is None:
             nondet_tol = NOISE_FACTOR * float(jnp.finfo(numerical.out_dtype).eps)
             nondet_tol *= abs(base_value)
+        said = [note] if note else []
         if fallbacks:
-            once = (
+            said.append(
                 f"evaluated one point at a time: `fun` cannot be batched "
                 f"({fallbacks[0]})"
             )
-            note = f"{note}; {once}" if note else once
         if options.resume is not None:
-            resumed = (
+            said.append(
                 f"resumed: {record.loaded} chunks from the record in "
                 f"{options.resume}, {record.written} evaluated"
             )
-            note = f"{note}; {resumed}" if note else resumed
+        note = "; ".join(said)
         report = GradCheckReport(
             fun_name=fun_name(fun),
             method=method,

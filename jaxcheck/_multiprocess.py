@@ -20,6 +20,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from ._fingerprint import digest
+
 
 def is_multiprocess() -> bool:
     """Whether this is one process of several (`jax.distributed` initialized)."""
@@ -37,7 +39,7 @@ def agree(parts: dict[str, str]) -> None:
     from jax.experimental import multihost_utils
 
     # 28 bits of each digest, in int32 (the type every JAX mode gathers as is).
-    codes = np.array([int(digest_of(v)[:7], 16) for v in parts.values()], np.int32)
+    codes = np.array([int(digest(v)[:7], 16) for v in parts.values()], np.int32)
     everyone = np.asarray(multihost_utils.process_allgather(codes))
     everyone = everyone.reshape(jax.process_count(), len(parts))
     differ = [
@@ -50,17 +52,6 @@ def agree(parts: dict[str, str]) -> None:
             "process must call the check with the same `fun`, params, args and "
             "options, so that they evaluate and judge the same numbers."
         )
-
-
-def digest_of(text: str) -> str:
-    """`text` if it is already a hex digest, else its SHA-256."""
-    from ._fingerprint import digest
-
-    try:
-        int(text, 16)
-        return text
-    except ValueError:
-        return digest(text)
 
 
 def gather(result: Any) -> np.ndarray:

@@ -81,7 +81,8 @@ def prepare(
     if is_multiprocess():
         evaluation = dict(method=method, eps=eps, chunk_size=chunk_size)
         evaluation.update(memory_budget=memory_budget, scalar=scalar)
-        agree(fingerprint(traced, tree.dynamic, options or evaluation, 0))
+        program = traced.lower().as_text()
+        agree(fingerprint(program, tree.dynamic, options or evaluation, 0))
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
     # Central differences, refined at 2h: about four evaluations per entry.
     eager = runs_eagerly(

@@ -134,7 +134,7 @@ def recording(
             "`resume` for a `fun` that calls back to Python."
         )
     n_devices = len(options.devices or _sharding.default_devices(None) or [0])
-    identity = fingerprint(traced, dynamic, options, n_devices)
+    identity = fingerprint(lowered, dynamic, options, n_devices)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
