@@ -8,7 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcheck import _bench, _bench_plot, _bench_torch, _cli
+from jaxcheck._tools import bench as _bench
+from jaxcheck._tools import bench_plot as _bench_plot
+from jaxcheck._tools import bench_torch as _bench_torch
+from jaxcheck._tools import cli as _cli
 
 TINY = ["bench", "--widths", "3", "--repeats", "1", "--modes", "full", "fast"]
 
@@ -179,7 +182,7 @@ def test_gpu_mode_skips_what_exceeds_its_time_budget(capsys):
 
 
 def test_suite_functions_have_distinct_jaxprs():
-    from jaxcheck._bench_suite import MAX_SUITE_SIZE, suite_functions
+    from jaxcheck._tools.bench_suite import MAX_SUITE_SIZE, suite_functions
 
     params = {"a": jnp.linspace(0.1, 0.9, 5), "b": jnp.linspace(-1.0, 1.0, 5)}
     funs = suite_functions(MAX_SUITE_SIZE)
@@ -190,7 +193,7 @@ def test_suite_functions_have_distinct_jaxprs():
 
 
 def test_suite_child_times_each_call_of_a_tool():
-    from jaxcheck._bench_suite import _child, _row
+    from jaxcheck._tools.bench_suite import _child, _row
 
     run = _child("check_grad", 2)
     assert run["ok"] and len(run["times"]) == 2 and min(run["times"]) > 0

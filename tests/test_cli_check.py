@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import jaxcheck
-from jaxcheck._cli import main
+from jaxcheck._tools.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -111,7 +111,7 @@ def test_dict_factory_and_command_line_options(target, capsys, tmp_path):
 def test_cache_dir_keeps_the_compiled_programs(target, capsys, tmp_path, monkeypatch):
     import jax
 
-    from jaxcheck import _evaluate
+    from jaxcheck._engine import evaluate as _evaluate
 
     # A problem this small runs op by op; make it compile, as a larger one does.
     monkeypatch.setattr(_evaluate, "EAGER_MAX_EQUATIONS", -1)
@@ -174,7 +174,14 @@ def test_exit_code_of_the_command(tmp_path):
     (tmp_path / "factories.py").write_text(FACTORIES)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
     run = subprocess.run(
-        [sys.executable, "-m", "jaxcheck._cli", "check", "factories.py:bad", "--x64"],
+        [
+            sys.executable,
+            "-m",
+            "jaxcheck._tools.cli",
+            "check",
+            "factories.py:bad",
+            "--x64",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -8,7 +8,7 @@ import pytest
 from helpers import counted, init_mlp, mlp_data, mlp_loss
 
 import jaxcheck
-from jaxcheck import _evaluate
+from jaxcheck._engine import evaluate as _evaluate
 
 MLP_GRAD = jax.jit(jax.grad(mlp_loss))  # compiled once per shape, never calls `fun`
 
@@ -178,8 +178,8 @@ def test_a_planted_bug_in_sample_mode_is_still_located():
 
 
 def test_plan_groups_per_dtype_and_closes_full_groups():
-    from jaxcheck._evaluate import MIN_BLOCK_SIZE, plan_blocks
-    from jaxcheck._pytree import LeafInfo
+    from jaxcheck._engine.evaluate import MIN_BLOCK_SIZE, plan_blocks
+    from jaxcheck._tree.pytree import LeafInfo
 
     def leaf(position, size, dtype):
         return LeafInfo(f"[{position}]", (size,), np.dtype(dtype), False,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import jaxcheck
-from jaxcheck import GradCheckError, _compare
+from jaxcheck import GradCheckError
+from jaxcheck._engine import compare as _compare
 
 
 def _custom_vjp_sin(factor):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxcheck._diagnose import diagnose_leaf
+from jaxcheck._verdict.diagnose import diagnose_leaf
 
 RTOL, ATOL = 1e-5, 1e-8
 

@@ -10,7 +10,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 MODULES = sorted(
-    p.stem for p in (ROOT / "jaxcheck").glob("_*.py") if ">>>" in p.read_text()
+    ".".join(p.relative_to(ROOT / "jaxcheck").with_suffix("").parts)
+    for p in (ROOT / "jaxcheck").rglob("*.py")
+    if ">>>" in p.read_text()
 )
 
 
@@ -59,7 +61,7 @@ def test_readme_step_table_matches_the_code():
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxcheck._steps import step_sizes
+    from jaxcheck._engine.steps import step_sizes
 
     superscripts = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
     for dtype in ("float64", "float32", "float16", "bfloat16"):

@@ -90,7 +90,7 @@ def test_example_runs(path, capsys, monkeypatch):
 
 
 def test_demo_runs_and_exits_zero(capsys):
-    from jaxcheck._cli import main
+    from jaxcheck._tools.cli import main
 
     assert main(["demo"]) == 0
     out = capsys.readouterr().out

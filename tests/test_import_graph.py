@@ -78,7 +78,9 @@ def test_the_package_has_no_import_cycle():
 
 def test_the_cycle_finder_finds_a_planted_cycle():
     graph = import_graph()
-    graph["jaxcheck._compare"] = graph["jaxcheck._compare"] | {"jaxcheck._check"}
+    graph["jaxcheck._engine.compare"] = graph["jaxcheck._engine.compare"] | {
+        "jaxcheck._checks.grad"
+    }
     cycle = find_cycle(graph)
     assert cycle is not None and cycle[0] == cycle[-1]
 
@@ -86,4 +88,53 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 def test_relative_imports_inside_functions_are_seen():
     graph = import_graph()
     # `_report.plot` imports `_plot` inside the method.
-    assert "jaxcheck._plot" in graph["jaxcheck._report"]
+    assert "jaxcheck._verdict.plot" in graph["jaxcheck._verdict.report"]
+
+
+# The stages, bottom first: a module imports only from its own stage or below,
+# so the pipeline reads top to bottom and no helper reaches back up.
+STAGES = (
+    "_version",
+    "_tree",
+    "_runtime",
+    "_base",
+    "_engine",
+    "_verdict",
+    "_checks",
+    "_tools",
+)
+
+
+def _stage(module: str) -> int:
+    """The module's stage, counted from the bottom; the package root is on top,
+    and -1 marks a module outside every stage."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return len(STAGES)
+    return STAGES.index(parts[1]) if parts[1] in STAGES else -1
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{module} → {dep}"
+        for module, deps in graph.items()
+        for dep in deps
+        if _stage(dep) > _stage(module)
+    )
+
+
+def test_every_module_lives_in_a_stage():
+    strays = [m for m in import_graph() if _stage(m) == -1]
+    assert strays == []
+
+
+def test_no_stage_imports_from_a_stage_above_it():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_stage_check_finds_a_planted_upward_import():
+    graph = import_graph()
+    graph["jaxcheck._engine.compare"] |= {"jaxcheck._verdict.report"}
+    assert upward_imports(graph) == [
+        "jaxcheck._engine.compare → jaxcheck._verdict.report"
+    ]

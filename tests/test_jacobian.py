@@ -10,7 +10,8 @@ import pytest
 import rules
 
 import jaxcheck
-from jaxcheck import GradCheckError, _evaluate
+from jaxcheck import GradCheckError
+from jaxcheck._engine import evaluate as _evaluate
 
 X, W, B = rules.dense_inputs()
 F32 = rules.dense_inputs(jnp.float32)

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp
     jax.config.update("jax_enable_x64", True)
     import jaxcheck
-    from jaxcheck import _evaluate
+    from jaxcheck._engine import evaluate as _evaluate
 
     n, budget, stop_after = (int(a) for a in sys.argv[1:])
     params = {"w": jnp.linspace(-1.0, 1.0, n)}

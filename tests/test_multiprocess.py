@@ -35,7 +35,7 @@ _CHILD = textwrap.dedent(
     )
     import jax.numpy as jnp
     import jaxcheck
-    from jaxcheck import _evaluate
+    from jaxcheck._engine import evaluate as _evaluate
     from tests_multiprocess_model import loss, params, x, wrong
 
     calls = []
@@ -193,7 +193,7 @@ def test_a_dead_peer_fails_the_check_instead_of_hanging(tmp_path):
 
 
 def test_one_process_is_not_multiprocess():
-    from jaxcheck._multiprocess import agree, gather, is_multiprocess
+    from jaxcheck._runtime.multiprocess import agree, gather, is_multiprocess
 
     assert not is_multiprocess()
     agree({"anything": "differs nowhere"})  # a no-op with one process

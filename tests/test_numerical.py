@@ -11,7 +11,7 @@ import pytest
 from helpers import QA_PARAMS, QA_X, QA_Y, assert_trees_close, qa_loss, qa_output
 
 import jaxcheck
-from jaxcheck import _evaluate
+from jaxcheck._engine import evaluate as _evaluate
 
 METHODS = ["central", "forward", "backward"]
 
@@ -341,7 +341,8 @@ def test_chunk_length_budget_too_small(budget):
 
 
 def test_memory_budget_sets_the_chunk_of_a_check(monkeypatch):
-    from jaxcheck import _numerical, _perturb
+    from jaxcheck._engine import numerical as _numerical
+    from jaxcheck._engine import perturb as _perturb
 
     original = _evaluate.chunk_length
     seen = []

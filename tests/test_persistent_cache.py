@@ -14,7 +14,7 @@ import pytest
 import jaxcheck
 
 # As in test_pytest_plugin: this checkout's plugin, without hypothesis's.
-PLUGIN = ("-p", "no:jaxcheck", "-p", "jaxcheck._pytest_plugin")
+PLUGIN = ("-p", "no:jaxcheck", "-p", "jaxcheck._tools.pytest_plugin")
 PLUGIN += ("-p", "no:hypothesispytest")
 
 # A check in a fresh process, with the cache in argv[1]. It prints the report and
@@ -193,7 +193,7 @@ def test_the_cache_is_trimmed_to_its_size_when_the_session_ends(pytester):
 
 
 def test_trim_deletes_the_oldest_files_first(tmp_path):
-    from jaxcheck._compilation_cache import trim
+    from jaxcheck._runtime.compilation_cache import trim
 
     for age, name in enumerate(["new", "mid", "old"]):
         path = tmp_path / name

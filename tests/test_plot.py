@@ -11,7 +11,7 @@ import pytest
 from helpers import matmul_missing_transpose, plant
 
 import jaxcheck
-from jaxcheck import _plot
+from jaxcheck._verdict import plot as _plot
 
 PARAMS = {
     "w": jnp.linspace(-1.0, 1.0, 36).reshape(6, 6),

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 import jaxcheck
-from jaxcheck import _progress
+from jaxcheck._runtime import progress as _progress
 
 PARAMS = {"w": jnp.linspace(-1.0, 1.0, 30).reshape(5, 6), "b": jnp.ones(6)}
 

@@ -11,7 +11,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Load the plugin from this checkout, not from whatever jaxcheck is installed;
 # hypothesis's plugin would add 1-2 s to every inner session.
-PLUGIN = ("-p", "no:jaxcheck", "-p", "jaxcheck._pytest_plugin")
+PLUGIN = ("-p", "no:jaxcheck", "-p", "jaxcheck._tools.pytest_plugin")
 PLUGIN += ("-p", "no:hypothesispytest")
 
 MODEL = """
@@ -235,4 +235,4 @@ def test_x64_option_enables_float64_before_collection(pytester, monkeypatch):
 def test_entry_point_registers_the_plugin():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     entry = pyproject["project"]["entry-points"]["pytest11"]
-    assert entry == {"jaxcheck": "jaxcheck._pytest_plugin"}
+    assert entry == {"jaxcheck": "jaxcheck._tools.pytest_plugin"}

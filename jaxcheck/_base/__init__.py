@@ -1,0 +1,1 @@
+"""What every check shares: its errors, its options and their validation."""

@@ -1,0 +1,1 @@
+"""The public checks: each validates, runs the engine and builds its report."""

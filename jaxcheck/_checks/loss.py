@@ -1,0 +1,148 @@
+"""The gradient of a scalar function against finite differences: the engine's
+check of one loss, shared by `check_grad` and `check_vjp`.
+
+It takes validated `Options` and returns a `GradCheckReport`; it never raises on
+a wrong gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from .._base.options import Options
+from .._engine.analytic import analytic_side, fun_name
+from .._engine.directional import DEFAULT_PROBES, probe_leaves
+from .._engine.evaluate import noting_fallbacks, trace_base
+from .._engine.numerical import Prepared, prepare
+from .._engine.refine import judge
+from .._engine.sampling import sampled_entries, suspect_entries
+from .._engine.steps import NOISE_FACTOR
+from .._engine.twins import numerical_side
+from .._runtime.fingerprint import leaves_digest
+from .._runtime.multiprocess import agree, is_multiprocess
+from .._runtime.progress import tracking
+from .._runtime.resume import recording
+from .._runtime.sharding import sharded_over
+from .._tree.pytree import LeafInfo
+from .._verdict.report import GradCheckReport
+
+
+def _entries_to_compare(
+    leaves: Sequence[LeafInfo],
+    probed: Prepared,
+    analytic: np.ndarray,
+    options: Options,
+) -> tuple[np.ndarray | None, list[str] | None, list[Any] | None]:
+    """The entries compared one by one (None: all), how each leaf was checked
+    and fast mode's probes per leaf, whose differences are taken in `probed`
+    (the prepared `fun` or its float64 twin; `leaves` are the original ones)."""
+    if options.mode == "sample":
+        return (*sampled_entries(leaves, options.samples, options.seed), None)
+    if options.mode == "full":
+        return None, None, None
+    verdicts = probe_leaves(
+        probed,
+        analytic,
+        probes=DEFAULT_PROBES,
+        seed=options.seed,
+        tolerance=options.tolerance,
+        chunk_size=options.chunk_size,
+        memory_budget=options.memory_budget,
+        analytic_leaves=leaves,
+    )
+    return (*suspect_entries(leaves, verdicts), [v.probes for v in verdicts])
+
+
+def gradient_report(
+    fun: Callable[..., Any],
+    params: Any,
+    args: tuple[Any, ...],
+    grad: Any,
+    options: Options,
+) -> GradCheckReport:
+    """Compares the gradient of the scalar `fun(params, *args)` (`jax.grad`, or
+    `grad`: a callable or a pytree of values) with finite differences."""
+    method = options.method
+    with (
+        tracking(options.progress) as tracker,
+        sharded_over(options.devices),
+        contextlib.ExitStack() as stack,
+        noting_fallbacks() as fallbacks,
+    ):
+        prepared = prepare(fun, params, args, **options.evaluation, options=options)
+        tree = prepared.tree
+        if options.resume is not None:
+            traced = trace_base(tree.problem, tree.dynamic)
+            record = recording(options.resume, traced, tree.dynamic, options)
+            record = stack.enter_context(record)
+        base_value, analytic_leaves = analytic_side(grad, prepared, params, args)
+        is_complex = any(x.dtype.kind == "c" for x in tree.leaves)
+        dtype = np.complex128 if is_complex else np.float64
+        analytic = np.concatenate(
+            [x.reshape(-1).astype(dtype) for x in analytic_leaves]
+        )
+        # Every process must judge the same analytic gradient, or they refine
+        # different entries and wait in different collectives.
+        if is_multiprocess():
+            agree({"analytic gradient": leaves_digest([analytic])})
+        with numerical_side(prepared, base_value, options.shadow, method) as (
+            numerical,
+            note,
+        ):
+            # Fast mode probes the function the entries are differenced in: the
+            # float64 twin when there is one, not the complex-step twin (the
+            # probes' steps are real).
+            entries, checked, probes = _entries_to_compare(
+                tree.leaves,
+                prepared if method == "complex" else numerical,
+                analytic,
+                options,
+            )
+            judged = judge(
+                numerical,
+                analytic,
+                tolerance=options.tolerance,
+                leaves=tree.leaves,
+                entries=entries,
+                adapt_steps=options.adapt_steps,
+                **options.evaluation,
+            )
+        nondet_tol = options.nondet_tol
+        if nondet_tol is None:
+            nondet_tol = NOISE_FACTOR * float(jnp.finfo(numerical.out_dtype).eps)
+            nondet_tol *= abs(base_value)
+        said = [note] if note else []
+        if fallbacks:
+            said.append(
+                f"evaluated one point at a time: `fun` cannot be batched "
+                f"({fallbacks[0]})"
+            )
+        if options.resume is not None:
+            said.append(
+                f"resumed: {record.loaded} chunks from the record in "
+                f"{options.resume}, {record.written} evaluated"
+            )
+        note = "; ".join(said)
+        report = GradCheckReport(
+            fun_name=fun_name(fun),
+            method=method,
+            leaves=tree.leaves,
+            skipped=tree.skipped,
+            comparison=judged.comparison,
+            steps=judged.steps,
+            spread=judged.spread,
+            nondet_tol=nondet_tol,
+            note=note,
+            mode=options.mode,
+            entries=entries,
+            checked=checked,
+            probes=probes,
+        )
+    report.seconds = tracker.seconds
+    report.compile_seconds = tracker.compile_seconds
+    return report

@@ -1,0 +1,261 @@
+"""Finite-difference Jacobians of pytree-valued functions, batched like gradients.
+
+The function's output pytree is flattened to one real vector per evaluation, so
+the batched engine of `_evaluate` evaluates every ±h perturbation of every input
+entry exactly as it does for a scalar loss; a chunk then holds `chunk × M` output
+values, and the memory estimate (the traced intermediates) includes the output.
+
+Complex numbers are split into real and imaginary parts on both sides (the pytree
+node `ReIm`, whose parts print as `.real` and `.imag`), so the Jacobian is the real
+Jacobian of the map ℝ²ⁿ → ℝ²ᵐ; this is the matrix `jax.jacfwd`/`jax.jacrev` give
+for the same split function, holomorphic or not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._base.options import Options
+from .._tree.pytree import Problem, _is_array_leaf
+from .compare import OutputBlock
+from .evaluate import evaluate, replace_leaves
+from .numerical import Prepared, prepare
+from .refine import Judged, judge
+from .twins import numerical_side
+
+# The complex step needs a real function of real parameters; a Jacobian's
+# realified outputs and inputs are not that, so it runs every other method.
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class ReIm:
+    """A complex leaf split into its real and imaginary parts (a pytree node)."""
+
+    def __init__(self, real: Any, imag: Any):
+        self.real = real
+        self.imag = imag
+
+    def tree_flatten_with_keys(self):
+        keys = (jax.tree_util.GetAttrKey("real"), jax.tree_util.GetAttrKey("imag"))
+        return tuple(zip(keys, (self.real, self.imag), strict=True)), None
+
+    def tree_flatten(self):
+        return (self.real, self.imag), None
+
+    @classmethod
+    def tree_unflatten(cls, aux: Any, children: Any) -> ReIm:
+        return cls(*children)
+
+
+def _is_complex(x: Any) -> bool:
+    if isinstance(x, complex):
+        return True
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating)
+
+
+def realify(tree: Any) -> Any:
+    """Replaces every complex leaf by `ReIm(real, imag)`."""
+    return jax.tree_util.tree_map(
+        lambda x: ReIm(jnp.real(x), jnp.imag(x)) if _is_complex(x) else x, tree
+    )
+
+
+def unrealify(tree: Any) -> Any:
+    """The inverse of `realify`."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.lax.complex(x.real, x.imag) if isinstance(x, ReIm) else x,
+        tree,
+        is_leaf=lambda x: isinstance(x, ReIm),
+    )
+
+
+def ravel_output(out: Any) -> jax.Array:
+    """The leaves of a (realified) output pytree as one flat vector, in their
+    common dtype (cast explicitly: a user may have made promotion strict)."""
+    leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(out)]
+    if not leaves:
+        return jnp.zeros((0,))
+    dtype = functools.reduce(jnp.promote_types, [x.dtype for x in leaves])
+    return jnp.concatenate([jnp.ravel(x).astype(dtype) for x in leaves])
+
+
+# One program per output structure: run op by op (a small check), the ravels,
+# casts and the concatenation would each compile apart.
+_flat_real = jax.jit(lambda out: ravel_output(realify(out)))
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorFun:
+    """`fun(params, *args)` on realified `params`, its output realified and flat.
+
+    A frozen dataclass, so it hashes by `fun`: checks of the same function share
+    compiled code.
+    """
+
+    fun: Callable[..., Any]
+
+    def __call__(self, params: Any, *args: Any) -> jax.Array:
+        return _flat_real(self.fun(unrealify(params), *args))
+
+    def __repr__(self) -> str:
+        return getattr(self.fun, "__name__", repr(self.fun))
+
+
+def of_some_leaves(
+    fun: Callable[..., Any], args: tuple[Any, ...], keep: Callable[[Any], bool]
+) -> tuple[Callable[[list[Any]], Any], list[Any]]:
+    """`fun(*args)` as a function of the list of leaves of `args` that `keep`
+    selects (the others are closed over), and that list."""
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    where = [i for i, x in enumerate(leaves) if keep(x)]
+
+    def of_kept(kept: list[Any]) -> Any:
+        new = list(leaves)
+        for i, value in zip(where, kept, strict=True):
+            new[i] = value
+        return fun(*jax.tree_util.tree_unflatten(treedef, new))
+
+    return of_kept, [leaves[i] for i in where]
+
+
+def output_shape(fun: Callable[..., Any], *args: Any) -> Any:
+    """`jax.eval_shape(fun, *args)` with non-array leaves (strings, ints) static."""
+    try:
+        return jax.eval_shape(*of_some_leaves(fun, args, _is_array_leaf))
+    except Exception as error:
+        error.add_note("jaxcheck: raised by `fun` while its output shape was traced.")
+        raise
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputLeaf:
+    """A leaf of the (realified) output: where its entries are in the flat vector."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+def output_leaves(out_info: Any, what: str) -> tuple[OutputLeaf, ...]:
+    """The leaves of an output shape pytree; each must be floating or complex."""
+    out = []
+    offset = 0
+    path_leaves = jax.tree_util.tree_flatten_with_path(realify_info(out_info))[0]
+    for key_path, leaf in path_leaves:
+        path = jax.tree_util.keystr(key_path)
+        dtype = np.dtype(getattr(leaf, "dtype", np.dtype(type(leaf))))
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{what} at output{path} is {dtype.name}, which has no derivative; "
+                "return only floating or complex arrays (cast with `.astype(float)`) "
+                "or drop that output."
+            )
+        out.append(OutputLeaf(path, tuple(np.shape(leaf)), dtype, offset))
+        offset += out[-1].size
+    return tuple(out)
+
+
+def realify_info(out_info: Any) -> Any:
+    """`realify` for `jax.ShapeDtypeStruct` leaves."""
+    return jax.tree_util.tree_map(
+        lambda x: (
+            ReIm(*(jax.ShapeDtypeStruct(x.shape, jnp.finfo(x.dtype).dtype),) * 2)
+            if _is_complex(x)
+            else x
+        ),
+        out_info,
+    )
+
+
+def prepare_vector(
+    fun: VectorFun, params: Any, args: tuple[Any, ...], options: Options
+) -> Prepared:
+    """The engine's view of a pytree-valued `fun`: realified `params` split into
+    θ, a flat real output, traced once."""
+    return prepare(
+        fun, realify(params), args, scalar=False, options=options, **options.evaluation
+    )
+
+
+def judge_jacobian(
+    prepared: Prepared,
+    outputs: tuple[OutputLeaf, ...],
+    analytic: dict[str, np.ndarray],
+    options: Options,
+) -> tuple[Judged, str]:
+    """Compares each analytic (M, N) Jacobian in `analytic` (keyed by mode) with
+    finite differences of `prepared`, all modes sharing one numerical side: the
+    engine's steps, float64 twin, Richardson refinement, kinks and retries, as
+    for a gradient. Returns the verdicts, (N, modes·M), and the twin's note."""
+    m = prepared.n_outputs
+    matrices = list(analytic.values())
+    stacked = np.concatenate([np.asarray(a, np.float64).T for a in matrices], axis=1)
+    blocks = [
+        OutputBlock(k * m + o.offset, o.size, o.dtype)
+        for k in range(len(matrices))
+        for o in outputs
+    ]
+    tree = prepared.tree
+    base = evaluate(tree.problem, tree.dynamic, eager=prepared.eager)
+    base = np.asarray(base, np.float64)
+    with numerical_side(prepared, base, options.shadow, options.method) as (
+        numerical,
+        note,
+    ):
+        judged = judge(
+            numerical,
+            stacked,
+            tolerance=options.tolerance,
+            leaves=tree.leaves,
+            outputs=blocks,
+            columns=np.tile(np.arange(m), len(matrices)),
+            adapt_steps=options.adapt_steps,
+            **options.evaluation,
+        )
+    return judged, note
+
+
+def analytic_jacobian(
+    mode: str,
+    problem: Problem,
+    positions: tuple[int, ...],
+    dynamic: tuple[jax.Array, ...],
+    *,
+    eager: bool = False,
+) -> jax.Array:
+    """`jax.jacrev` ("rev") or `jax.jacfwd` ("fwd") of the flat output with respect
+    to the leaves at `positions`, as one (M, N) matrix (with `eager`, op by op)."""
+    program = _analytic_jacobian if eager else _analytic_jacobian_jit
+    return program(mode, problem, positions, dynamic)
+
+
+def _analytic_jacobian(
+    mode: str,
+    problem: Problem,
+    positions: tuple[int, ...],
+    dynamic: tuple[jax.Array, ...],
+) -> jax.Array:
+    def of_leaves(leaves):
+        return problem.evaluate(replace_leaves(dynamic, positions, leaves))
+
+    transform = jax.jacrev if mode == "rev" else jax.jacfwd
+    blocks = transform(of_leaves)(tuple(dynamic[p] for p in positions))
+    m = jax.eval_shape(of_leaves, tuple(dynamic[p] for p in positions)).shape[0]
+    return jnp.concatenate([b.reshape(m, -1) for b in blocks], axis=1)
+
+
+_analytic_jacobian_jit = jax.jit(_analytic_jacobian, static_argnums=(0, 1, 2))

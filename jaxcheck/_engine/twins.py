@@ -1,0 +1,223 @@
+"""Twins of `fun` for the numerical side only: float64 and complex.
+
+Finite differences of a float32 (or float16, bfloat16) function are poor: with
+u ≈ 1e-7, the best central difference is good to about u^(2/3) ≈ 2e-5 relative,
+and worse where J is large. Evaluated in float64, the same function's
+differences are good to about 1e-10, so the pass band is set by the rounding of
+the analytic (float32) gradient, not by the differences. The analytic side is
+untouched: the gradient checked is the one the user's dtype produces.
+
+The twin casts the perturbed leaves and the floating arrays of `args` to 64 bits
+and runs `fun` with x64 enabled. It is used only when it is faithful: `fun`
+traces in float64, returns float64, computes nothing in a narrower float, and
+agrees with the original at θ to within the original's precision. Otherwise the
+check falls back to the real dtype's steps and bounds, and says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .evaluate import evaluate, intermediate_bytes, sub_jaxprs, trace_base
+from .numerical import Prepared, change
+
+# The original value may differ from the float64 one by its own rounding: allow
+# this many units of its machine epsilon before calling the twin unfaithful.
+_VALUE_ULPS = 1024
+
+
+def x64():
+    """A context in which JAX computes in 64 bits."""
+    enable = getattr(jax, "enable_x64", None)
+    if enable is None:  # older JAX
+        from jax.experimental import enable_x64 as enable
+    return enable(True)
+
+
+def _is_narrow(dtype) -> bool:
+    dtype = np.dtype(dtype)
+    return jnp.issubdtype(dtype, jnp.inexact) and jnp.finfo(dtype).bits < 64
+
+
+def _wide(dtype) -> np.dtype:
+    return np.dtype(
+        np.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else np.float64
+    )
+
+
+def _narrow_outputs(jaxpr) -> list[str]:
+    """Names of the narrow float dtypes any equation of a jaxpr computes."""
+    found = []
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            dtype = getattr(getattr(var, "aval", None), "dtype", None)
+            if dtype is not None and _is_narrow(dtype):
+                found.append(np.dtype(dtype).name)
+        for inner in sub_jaxprs(eqn):
+            found += _narrow_outputs(inner)
+    return found
+
+
+def needs_float64_twin(prepared: Prepared) -> bool:
+    return _is_narrow(prepared.out_dtype) or any(
+        _is_narrow(leaf.dtype) for leaf in prepared.tree.leaves
+    )
+
+
+def float64_twin(
+    prepared: Prepared, base_value: float | np.ndarray
+) -> tuple[Prepared | None, str]:
+    """The float64 twin of `prepared`, or None and the reason there is none.
+
+    Must be called, and its result used, inside `x64()`.
+    """
+    tree = prepared.tree
+    dynamic = tuple(
+        jnp.asarray(x, _wide(x.dtype))
+        if jnp.issubdtype(x.dtype, jnp.inexact) and _is_narrow(x.dtype)
+        else x
+        for x in tree.dynamic
+    )
+    leaves = tuple(dataclasses.replace(x, dtype=_wide(x.dtype)) for x in tree.leaves)
+    twin = dataclasses.replace(tree, dynamic=dynamic, leaves=leaves)
+    try:
+        traced = trace_base(twin.problem, dynamic)
+    except Exception as error:  # the twin is optional: any failure means no twin
+        message = str(error).strip().splitlines()[0][:120] if str(error) else ""
+        return (
+            None,
+            f"`fun` does not trace in float64 ({type(error).__name__}: {message})",
+        )
+    out_dtype = np.dtype(traced.out_info.dtype)
+    if out_dtype != np.float64:
+        return None, f"`fun` returns {out_dtype.name} even from float64 inputs"
+    narrow = sorted(set(_narrow_outputs(traced.jaxpr.jaxpr)))
+    if narrow:
+        return None, f"`fun` computes in {', '.join(narrow)} internally"
+    value = evaluate(twin.problem, dynamic, eager=prepared.eager)
+    value = np.asarray(value, np.float64).reshape(-1)
+    base = np.asarray(base_value, np.float64).reshape(-1)
+    u = max(float(jnp.finfo(prepared.out_dtype).eps), float(jnp.finfo(np.float32).eps))
+    with np.errstate(invalid="ignore"):
+        off = ~(np.abs(change(value, base)) <= _VALUE_ULPS * u * np.abs(base))
+    off &= ~(np.isnan(value) & np.isnan(base))
+    if np.any(off):
+        k = int(np.flatnonzero(off)[0])
+        where = f" (output {k})" if base.size > 1 else ""
+        return None, (
+            f"`fun` is {value[k]:.9g} in float64 but {base[k]:.9g} in its own "
+            f"dtype{where}"
+        )
+    fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
+    twin_prepared = Prepared(
+        twin, out_dtype, fun_bytes, prepared.n_outputs, prepared.eager
+    )
+    return twin_prepared, ""
+
+
+# Primitives that are not complex-analytic: with a complex operand they break
+# the complex step (abs, comparisons, max/min, parts, rounding).
+_NOT_ANALYTIC = frozenset(
+    "abs sign max min lt le gt ge real imag conj floor ceil round "
+    "convert_element_type".split()
+)
+
+
+def _non_analytic(jaxpr) -> list[str]:
+    found = []
+    for eqn in jaxpr.eqns:
+        operands = [getattr(v, "aval", None) for v in eqn.invars]
+        complex_in = any(
+            a is not None
+            and hasattr(a, "dtype")
+            and jnp.issubdtype(a.dtype, jnp.complexfloating)
+            for a in operands
+        )
+        name = eqn.primitive.name
+        if complex_in and name in _NOT_ANALYTIC:
+            out = getattr(eqn.outvars[0], "aval", None)
+            still_complex = out is not None and jnp.issubdtype(
+                out.dtype, jnp.complexfloating
+            )
+            if not (name == "convert_element_type" and still_complex):
+                found.append(name)
+        for inner in sub_jaxprs(eqn):
+            found += _non_analytic(inner)
+    return found
+
+
+def complex_twin(prepared: Prepared) -> Prepared:
+    """`fun` with its perturbed leaves made complex128, for the complex step
+    Im J(θ + ih) / h. Must be called, and its result used, inside `x64()`."""
+    tree = prepared.tree
+    bad = [
+        leaf for leaf in tree.leaves if jnp.issubdtype(leaf.dtype, jnp.complexfloating)
+    ]
+    if bad:
+        raise ValueError(
+            f"method='complex' needs real parameters, but {bad[0].path or 'params'} is "
+            f"{bad[0].dtype.name}; use method='central' for complex parameters."
+        )
+    positions = {leaf.position for leaf in tree.leaves}
+    dynamic = tuple(
+        jnp.asarray(x, np.complex128) if i in positions else x
+        for i, x in enumerate(tree.dynamic)
+    )
+    leaves = tuple(
+        dataclasses.replace(x, dtype=np.dtype(np.complex128)) for x in tree.leaves
+    )
+    twin = dataclasses.replace(tree, dynamic=dynamic, leaves=leaves)
+    hint = (
+        "The complex step needs a complex-analytic `fun` (no abs, max/min, "
+        "comparisons, real/imag or casts to real on the path from the parameters "
+        "to the loss); use method='central' instead."
+    )
+    try:
+        traced = trace_base(twin.problem, dynamic)
+    except Exception as error:
+        raise ValueError(
+            f"method='complex': `fun` fails on complex parameters "
+            f"({type(error).__name__}). {hint}"
+        ) from error
+    out_dtype = np.dtype(traced.out_info.dtype)
+    if not jnp.issubdtype(out_dtype, jnp.complexfloating):
+        raise ValueError(
+            f"method='complex': `fun` returns {out_dtype.name} for complex "
+            f"parameters, dropping the imaginary part that carries the derivative. "
+            f"{hint}"
+        )
+    broken = sorted(set(_non_analytic(traced.jaxpr.jaxpr)))
+    if broken:
+        raise ValueError(
+            f"method='complex': `fun` applies {', '.join(broken)} to complex values. "
+            f"{hint}"
+        )
+    fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
+    return Prepared(
+        twin, np.dtype(np.float64), fun_bytes, prepared.n_outputs, prepared.eager
+    )
+
+
+@contextlib.contextmanager
+def numerical_side(
+    prepared: Prepared, base_value: float, enabled: bool, method: str = "central"
+):
+    """Yields (the Prepared to difference, a note for the report)."""
+    if method == "complex":
+        with x64():
+            yield complex_twin(prepared), "complex-step derivatives Im J(θ + ih) / h"
+        return
+    if not (enabled and needs_float64_twin(prepared)):
+        yield prepared, ""
+        return
+    with x64():
+        twin, why = float64_twin(prepared, base_value)
+        if twin is not None:
+            yield twin, "differences in a float64 twin of `fun`"
+            return
+    yield prepared, f"differences in the native dtype: {why}"

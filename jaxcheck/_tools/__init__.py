@@ -1,0 +1,1 @@
+"""The command line, benchmarks, demo and the pytest plugin."""

@@ -1,0 +1,1 @@
+"""Pytree handling: which leaves are perturbed, their paths and layout."""

@@ -1,0 +1,1 @@
+"""Turning compared entries into reports: verdicts, diagnoses, text, plots."""
