@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The accelerator benchmark in one run of under 10 minutes (see jaxcheck/_bench_gpu.py):
+# The accelerator benchmark in one run of under 10 minutes (see jaxcheck/_tools/bench_gpu.py):
 # installs this checkout with a CUDA build of JAX and torch where they are missing,
 # then runs `jaxcheck bench --gpu`. Writes gpu-bench.md and gpu-bench.json to $OUT
 # (default: the current directory).
