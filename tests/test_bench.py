@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcheck._tools import bench as _bench
+from jaxcheck._tools import bench_model as _bench
 from jaxcheck._tools import bench_plot as _bench_plot
 from jaxcheck._tools import bench_torch as _bench_torch
 from jaxcheck._tools import cli as _cli

@@ -214,11 +214,11 @@ def _scaled_vjp(factor):
 
 def test_a_large_input_checks_its_vjp_in_fast_mode(monkeypatch):
     from jaxcheck._checks import check_grads as _check_grads
-    from jaxcheck._checks import vjp_jvp as _vjp_jvp
+    from jaxcheck._checks import vjp as _vjp
 
     monkeypatch.setattr(_check_grads, "FULL_VJP_MAX_ENTRIES", 100)
     modes = []
-    report = _vjp_jvp.vjp_report
+    report = _vjp.vjp_report
     monkeypatch.setattr(
         _check_grads,
         "vjp_report",

@@ -111,10 +111,10 @@ def test_dict_factory_and_command_line_options(target, capsys, tmp_path):
 def test_cache_dir_keeps_the_compiled_programs(target, capsys, tmp_path, monkeypatch):
     import jax
 
-    from jaxcheck._engine import evaluate as _evaluate
+    from jaxcheck._engine import jaxpr as _jaxpr
 
     # A problem this small runs op by op; make it compile, as a larger one does.
-    monkeypatch.setattr(_evaluate, "EAGER_MAX_EQUATIONS", -1)
+    monkeypatch.setattr(_jaxpr, "EAGER_MAX_EQUATIONS", -1)
     cache = tmp_path / "xla"
     assert main(["check", target("good"), "--quiet", "--cache-dir", str(cache)]) == 0
     assert capsys.readouterr().out.startswith("OK: all 86 entries")

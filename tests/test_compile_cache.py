@@ -8,7 +8,7 @@ import pytest
 from helpers import counted, init_mlp, mlp_data, mlp_loss
 
 import jaxcheck
-from jaxcheck._engine import evaluate as _evaluate
+from jaxcheck._engine import jaxpr as _jaxpr
 
 MLP_GRAD = jax.jit(jax.grad(mlp_loss))  # compiled once per shape, never calls `fun`
 
@@ -16,8 +16,8 @@ MLP_GRAD = jax.jit(jax.grad(mlp_loss))  # compiled once per shape, never calls `
 @pytest.fixture(autouse=True)
 def compiled(monkeypatch):
     """These tests are about compiled programs: small problems run op by op
-    (see `_evaluate.runs_eagerly`), so make every problem compile."""
-    monkeypatch.setattr(_evaluate, "EAGER_MAX_EQUATIONS", -1)
+    (see `_engine.jaxpr.runs_eagerly`), so make every problem compile."""
+    monkeypatch.setattr(_jaxpr, "EAGER_MAX_EQUATIONS", -1)
 
 
 def _scaled(tree, factor):
@@ -178,7 +178,7 @@ def test_a_planted_bug_in_sample_mode_is_still_located():
 
 
 def test_plan_groups_per_dtype_and_closes_full_groups():
-    from jaxcheck._engine.evaluate import MIN_BLOCK_SIZE, plan_blocks
+    from jaxcheck._engine.blocks import MIN_BLOCK_SIZE, plan_blocks
     from jaxcheck._tree.pytree import LeafInfo
 
     def leaf(position, size, dtype):

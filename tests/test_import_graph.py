@@ -138,3 +138,12 @@ def test_the_stage_check_finds_a_planted_upward_import():
     assert upward_imports(graph) == [
         "jaxcheck._engine.compare → jaxcheck._verdict.report"
     ]
+
+
+def test_no_module_is_over_300_lines():
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 300
+    }
+    assert long == {}

@@ -11,7 +11,7 @@ import rules
 
 import jaxcheck
 from jaxcheck import GradCheckError
-from jaxcheck._engine import evaluate as _evaluate
+from jaxcheck._engine import jaxpr as _jaxpr
 
 X, W, B = rules.dense_inputs()
 F32 = rules.dense_inputs(jnp.float32)
@@ -246,7 +246,7 @@ def test_jacobian_in_small_padded_chunks(method):
 
 def test_second_check_reuses_compiled_programs(monkeypatch):
     # A problem this small runs op by op; make it compile, as a larger one does.
-    monkeypatch.setattr(_evaluate, "EAGER_MAX_EQUATIONS", -1)
+    monkeypatch.setattr(_jaxpr, "EAGER_MAX_EQUATIONS", -1)
     traces = []
 
     def f(x, w):

@@ -11,7 +11,7 @@ import pytest
 from helpers import QA_PARAMS, QA_X, QA_Y, assert_trees_close, qa_loss, qa_output
 
 import jaxcheck
-from jaxcheck._engine import evaluate as _evaluate
+from jaxcheck._engine import blocks as _blocks
 
 METHODS = ["central", "forward", "backward"]
 
@@ -312,7 +312,7 @@ def test_chunk_size_on_a_single_ten_entry_leaf(chunk_size):
 @pytest.mark.parametrize("per_budget", [1, 3, 10, 64])
 def test_chunk_length_respects_memory_budget(per_budget, n):
     per_evaluation = 1000
-    chunk = _evaluate.chunk_length(n, per_evaluation, per_budget * per_evaluation, None)
+    chunk = _blocks.chunk_length(n, per_evaluation, per_budget * per_evaluation, None)
     assert 1 <= chunk <= min(per_budget, n)
 
 
@@ -321,7 +321,7 @@ def test_chunk_length_respects_memory_budget(per_budget, n):
 def test_chunk_length_is_balanced(per_budget, n):
     # As few chunks as the budget allows, and the padding of the last one is less
     # than one entry per chunk.
-    chunk = _evaluate.chunk_length(n, 8, per_budget * 8, None)
+    chunk = _blocks.chunk_length(n, 8, per_budget * 8, None)
     n_chunks = math.ceil(n / chunk)
     assert n_chunks == math.ceil(n / min(per_budget, n))
     assert 0 <= n_chunks * chunk - n < n_chunks
@@ -331,20 +331,20 @@ def test_chunk_length_is_balanced(per_budget, n):
     "n, chunk_size, expected", [(10, 7, 7), (10, 1, 1), (10, 10, 10), (10, 1000, 10)]
 )
 def test_chunk_length_with_explicit_chunk_size(n, chunk_size, expected):
-    assert _evaluate.chunk_length(n, 10**9, 1, chunk_size) == expected
+    assert _blocks.chunk_length(n, 10**9, 1, chunk_size) == expected
 
 
 @pytest.mark.parametrize("budget", [1, 999])
 def test_chunk_length_budget_too_small(budget):
     with pytest.raises(ValueError, match="`memory_budget`"):
-        _evaluate.chunk_length(10, 1000, budget, None)
+        _blocks.chunk_length(10, 1000, budget, None)
 
 
 def test_memory_budget_sets_the_chunk_of_a_check(monkeypatch):
     from jaxcheck._engine import numerical as _numerical
     from jaxcheck._engine import perturb as _perturb
 
-    original = _evaluate.chunk_length
+    original = _blocks.chunk_length
     seen = []
 
     def spy(n, per_evaluation, memory_budget, chunk_size):
@@ -352,7 +352,7 @@ def test_memory_budget_sets_the_chunk_of_a_check(monkeypatch):
         seen.append((n, per_evaluation, chunk))
         return chunk
 
-    for module in (_evaluate, _numerical, _perturb):
+    for module in (_blocks, _numerical, _perturb):
         if hasattr(module, "chunk_length"):
             monkeypatch.setattr(module, "chunk_length", spy)
     default = jaxcheck.numerical_grad(_sin_exp, TEN)

@@ -26,9 +26,11 @@ from .._base.validate import JACOBIAN_METHODS
 from .._engine.analytic import fun_name
 from .._engine.numerical_jacobian import output_shape
 from .._tree.pytree import is_differentiable_leaf
+from .directions import cotangents_for
 from .jacobian import check_primals
 from .jax_tolerance import jax_tolerances
-from .vjp_jvp import cotangents_for, jvp_report, vjp_report
+from .jvp import jvp_report
+from .vjp import vjp_report
 
 MODES = ("fwd", "rev", "lin")
 # Above this many input entries a VJP is checked in fast mode (directional probes

@@ -31,7 +31,7 @@ from .._engine.numerical_jacobian import of_some_leaves
 from .._tree.pytree import is_differentiable_leaf, split
 from .._verdict.jacobian_report import JacobianReport
 from .jacobian import check_autodiff, jacobian_check
-from .vjp_jvp import jvp_report
+from .jvp import jvp_report
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,10 @@ import numpy as np
 
 from .._base.options import Options
 from .._engine.analytic import analytic_side, fun_name
-from .._engine.directional import DEFAULT_PROBES, probe_leaves
-from .._engine.evaluate import noting_fallbacks, trace_base
+from .._engine.chunks import noting_fallbacks
+from .._engine.directional import DEFAULT_PROBES
+from .._engine.evaluate import trace_base
+from .._engine.narrowing import probe_leaves
 from .._engine.numerical import Prepared, prepare
 from .._engine.refine import judge
 from .._engine.sampling import sampled_entries, suspect_entries

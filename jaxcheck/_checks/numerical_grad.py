@@ -7,6 +7,7 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from .._base import validate as _validate
 from .._base.options import DEFAULT_MEMORY_BUDGET
@@ -115,13 +116,13 @@ def numerical_grad(
             memory_budget=memory_budget,
         )
     tree = prepared.tree
-    if flat:
-        dtype = jnp.result_type(*(leaf.dtype for leaf in tree.leaves))
-        theta = diffs.derivative[:, 0]
-        return jnp.asarray(theta if dtype.kind == "c" else theta.real, dtype)
     gradient = to_leaves(tree, diffs.derivative[:, 0])
     values = [
         jnp.asarray((x if leaf.dtype.kind == "c" else x.real).astype(leaf.dtype))
         for leaf, x in zip(tree.leaves, gradient, strict=True)
     ]
+    if flat:
+        # θ's layout is `ravel_pytree`'s over the perturbed leaves, in pytree
+        # order (the None leaves of the pytree form hold no entries).
+        return ravel_pytree(values)[0]
     return leaf_values_to_params(tree, values)

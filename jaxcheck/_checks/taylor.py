@@ -4,34 +4,29 @@ needs no choice of ε.
 Along a random direction v, r(h) = |J(θ + h·v) − J(θ) − h·g·v| falls like h² when
 g is the gradient and like h when it is not. Every step of a direction is
 evaluated in one batch (`vmap` inside `jit`, chunked to the memory budget), and
-the order is read on the host; see `_taylor_report`.
+the order is read on the host; see `_verdict.taylor_report`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import numbers
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._base import validate as _validate
 from .._base.errors import GradCheckError
 from .._base.options import DEFAULT_MEMORY_BUDGET
+from .._engine.along import random_directions, values_along
 from .._engine.analytic import analytic_side, fun_name
-from .._engine.evaluate import (
-    Block,
-    bytes_per_evaluation,
-    chunk_length,
-)
+from .._engine.blocks import Block, bytes_per_evaluation, chunk_length
 from .._engine.numerical import prepare
 from .._engine.steps import NOISE_FACTOR, host_dtype
-from .._tree.pytree import LeafInfo, Problem, format_path
+from .._tree.pytree import format_path
 from .._verdict.taylor_report import TaylorDirection, TaylorReport, judge_direction
 
 DEFAULT_NUM_STEPS = 12
@@ -64,74 +59,6 @@ def _check_arguments(num_steps: Any, h0: Any, seed: Any) -> None:
         raise TypeError(f"`seed` must be a non-negative int, got {seed!r}.")
     if seed < 0:
         raise ValueError(f"`seed` must be a non-negative int, got {seed}.")
-
-
-def _directions(leaves: tuple[LeafInfo, ...], dynamic, seed: int) -> list[np.ndarray]:
-    """One random direction per leaf, entry i scaled by max(1, |θᵢ|), in the leaf's
-    dtype: a step h moves every entry by about h relative to its size, whatever the
-    scale of the parameters. Together they are the global direction."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for leaf in leaves:
-        theta = np.asarray(dynamic[leaf.position]).astype(host_dtype(leaf.dtype))
-        z = rng.standard_normal(leaf.shape)
-        if leaf.dtype.kind == "c":
-            z = (z + 1j * rng.standard_normal(leaf.shape)) / math.sqrt(2)
-        out.append((z * np.maximum(1.0, np.abs(theta))).astype(leaf.dtype))
-    return out
-
-
-def _moved(theta: Any, scale: Any, direction: Any) -> Any:
-    """θ + scale·v in θ's dtype, keeping θ's weak type. With the default steps
-    scale is a power of two or 0, so scale·v is exact and the sum is rounded once,
-    as on the host; otherwise the two differ within the round-off level of g·v."""
-    value = theta + scale.astype(direction.dtype) * direction
-    return jnp.zeros_like(theta).at[...].set(value)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _along(
-    problem: Problem,
-    positions: tuple[int, ...],
-    dynamic: tuple[jax.Array, ...],
-    directions: tuple[jax.Array, ...],
-    weights: jax.Array,
-    steps: jax.Array,
-) -> jax.Array:
-    """`fun` at θ + h·(wₗ·vₗ)ₗ for every h in `steps`, batched."""
-
-    def one(h):
-        new = list(dynamic)
-        for i, (p, d) in enumerate(zip(positions, directions, strict=True)):
-            new[p] = _moved(dynamic[p], h * weights[i], d)
-        return problem.evaluate(new)
-
-    return jax.vmap(one)(steps)
-
-
-def _values_along(prepared, directions, weights, steps, chunk) -> np.ndarray:
-    """J(θ) and J(θ + h·v) for every h, one direction, in chunks of steps."""
-    tree = prepared.tree
-    positions = tuple(leaf.position for leaf in tree.leaves)
-    batch = np.concatenate([[0.0], steps])
-    n_chunks = -(-len(batch) // chunk)
-    batch = np.concatenate([batch, np.zeros(n_chunks * chunk - len(batch))])
-    out = []
-    for k in range(n_chunks):
-        try:
-            values = _along(
-                tree.problem,
-                positions,
-                tree.dynamic,
-                directions,
-                weights,
-                jnp.asarray(batch[k * chunk : (k + 1) * chunk]),
-            )
-        except Exception as error:
-            error.add_note("jaxcheck: raised by `fun` during the Taylor test.")
-            raise
-        out.append(np.asarray(values, np.float64))
-    return np.concatenate(out)[: len(steps) + 1]
 
 
 def _first_order(leaves, thetas, grads, directions, chosen, steps, u_grad):
@@ -235,7 +162,7 @@ def taylor_test(
         for g, x in zip(grads, leaves, strict=True)
     ]
     thetas = [np.asarray(tree.dynamic[x.position]) for x in leaves]
-    directions = _directions(leaves, tree.dynamic, seed)
+    directions = random_directions(leaves, tree.dynamic, seed)
     # The coarsest precision in play sets the round-off of J and of g·v.
     u = max(float(jnp.finfo(x.dtype).eps) for x in leaves)
     u = max(u, float(jnp.finfo(prepared.out_dtype).eps))
@@ -259,7 +186,7 @@ def taylor_test(
         if size == 0:
             results.append(_empty(name, steps))
             continue
-        values = _values_along(
+        values = values_along(
             prepared, device_directions, jnp.asarray(weights), steps, chunk
         )
         linear, grad_noise = _first_order(

@@ -32,15 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._base.options import Tolerance
+from .._runtime.sharding import batch_axes
 from .._tree.pytree import LeafInfo, Problem, format_path
+from .blocks import Block, bytes_per_evaluation, chunk_length
+from .chunks import run_chunks
 from .compare import entry_band
-from .evaluate import (
-    Block,
-    bytes_per_evaluation,
-    chunk_length,
-    replace_leaves,
-    run_chunks,
-)
+from .evaluate import replace_leaves
 from .numerical import Prepared
 from .steps import default_step_scale, host_dtype, roundoff_bound
 
@@ -113,11 +110,16 @@ def _points(
     splits = np.cumsum(block.sizes)[:-1].tolist()
 
     def one(row):
-        pieces = jnp.split(row, splits)
-        leaves = [x.reshape(s) for x, s in zip(pieces, block.shapes, strict=True)]
+        if block.sharding is not None:  # rows shaped and sharded like the leaf
+            leaves = [jax.lax.with_sharding_constraint(row, block.sharding)]
+        else:
+            pieces = jnp.split(row, splits)
+            leaves = [x.reshape(s) for x, s in zip(pieces, block.shapes, strict=True)]
         return problem.evaluate(replace_leaves(dynamic, block.positions, leaves))
 
-    return jax.vmap(one)(flat) if batched else jax.lax.map(one, flat)
+    if not batched:
+        return jax.lax.map(one, flat)
+    return jax.vmap(one, spmd_axis_name=block.batch_axes or None)(flat)
 
 
 _evaluate_points = jax.jit(_points, static_argnums=(0, 1))
@@ -132,8 +134,9 @@ class _Rows:
     2·k·probes + j is θ + v_j on support k, and row (2k + 1)·probes + j is θ − v_j.
     Only the rows of one chunk are ever held, so memory stays within the budget."""
 
-    def __init__(self, flat: np.ndarray, moves: list, probes: int):
+    def __init__(self, flat: np.ndarray, moves: list, probes: int, shape=None):
         self.flat, self.moves, self.probes = flat, moves, probes
+        self.shape = shape  # a sharded leaf's: its rows are whole copies of it
 
     def __len__(self) -> int:
         return 2 * self.probes * len(self.moves)
@@ -147,7 +150,7 @@ class _Rows:
             sign, j = divmod(rest, self.probes)
             where, plus, minus = self.moves[k]
             out[i, where] = (minus if sign else plus)[j]
-        return out
+        return out if self.shape is None else out.reshape(-1, *self.shape)
 
 
 def probe_blocks(leaves: Sequence[LeafInfo]) -> list[tuple[Block, list[LeafInfo]]]:
@@ -156,15 +159,24 @@ def probe_blocks(leaves: Sequence[LeafInfo]) -> list[tuple[Block, list[LeafInfo]
     groups: dict[tuple, list[LeafInfo]] = {}
     for leaf in leaves:
         if leaf.size:
-            groups.setdefault((leaf.dtype, leaf.weak_type), []).append(leaf)
+            alone = () if leaf.sharding is None else (leaf.position,)
+            groups.setdefault((leaf.dtype, leaf.weak_type, *alone), []).append(leaf)
     return [
-        (Block(tuple(x.position for x in g), tuple(x.shape for x in g)), g)
+        (
+            Block(
+                tuple(x.position for x in g),
+                tuple(x.shape for x in g),
+                g[0].sharding,
+                batch_axes() if g[0].sharding is not None else (),
+            ),
+            g,
+        )
         for g in groups.values()
     ]
 
 
 @dataclasses.dataclass(frozen=True)
-class _Probing:
+class Probing:
     """What every probe of one check shares."""
 
     prepared: Prepared
@@ -176,8 +188,8 @@ class _Probing:
     floor_dtypes: dict[int, np.dtype]  # per leaf position: the analytic dtype
 
 
-def _run(
-    o: _Probing,
+def run_probes(
+    o: Probing,
     block: Block,
     leaves: list[LeafInfo],
     supports: list[Support],
@@ -199,7 +211,7 @@ def _run(
         plus, minus, d = _directions(support, theta, probes, o.seed)
         moves.append((where, plus, minus))
         realized.append(d)
-    values = _Rows(flat, moves, probes)
+    values = _Rows(flat, moves, probes, block.shapes[0] if block.sharding else None)
     itemsize = leaves[0].dtype.itemsize
     per_eval = bytes_per_evaluation(block, itemsize, o.prepared.fun_bytes)
     chunk = chunk_length(len(values), per_eval, o.memory_budget, o.chunk_size)
@@ -211,6 +223,7 @@ def _run(
         lambda k, n: f"evaluating probe chunk {k + 1} of {n} of {paths}",
         f"probes of block {block} of {leaves[0].dtype}",
         functools.partial(_evaluate_points_rows, tree.problem, block, tree.dynamic),
+        like=[block.sharding],
     ).astype(np.float64)
     out_eps = float(jnp.finfo(o.prepared.out_dtype).eps)
     results = []
@@ -233,101 +246,3 @@ def _run(
         # A step lost to rounding (d = 0) proves nothing: the probe fails.
         results.append(Probes(a, n, np.where(length > 0, tolerance, -1.0)))
     return results
-
-
-# A leaf whose probes fail is narrowed down before it is checked entry by entry:
-# its suspect entries are split into NARROW_GROUPS groups, each group is probed
-# along its own random directions, and only the failing groups stay suspect, until
-# at most NARROW_TARGET entries remain. A single wrong entry among 5e5 is found in
-# 5 rounds of 2·NARROW_PROBES·8 evaluations. When no group fails, or more than half do,
-# the error is spread over the leaf and every suspect is checked entry by entry.
-NARROW_GROUPS = 8
-NARROW_TARGET = 64
-NARROW_PROBES = 2
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class LeafProbes:
-    """Fast mode's verdict on one leaf."""
-
-    probes: Probes  # along directions that move the whole leaf
-    suspects: np.ndarray | None  # flat indices into the leaf to check one by one
-    rounds: int  # rounds of narrowing that chose `suspects`
-
-    @property
-    def checked(self) -> str:
-        """How the leaf was checked, for the report."""
-        directions = f"{self.probes.analytic.size} directions"
-        if self.suspects is None:
-            return directions
-        if self.rounds == 0:
-            return f"{directions} (failed), then all entries"
-        return (
-            f"{directions} (failed), narrowed in {self.rounds} rounds to "
-            f"{self.suspects.size} entries, checked one by one"
-        )
-
-
-def _narrow(
-    o: _Probing, block: Block, leaves: list[LeafInfo], suspects: dict[int, np.ndarray]
-) -> dict[int, int]:
-    """Shrinks the suspect entries of each leaf in place; returns the rounds."""
-    rounds = {position: 0 for position in suspects}
-    active = {p for p, s in suspects.items() if s.size > NARROW_TARGET}
-    by_position = {leaf.position: leaf for leaf in leaves}
-    while active:
-        supports = [
-            Support(by_position[p], group, (rounds[p] + 1, k))
-            for p in sorted(active)
-            for k, group in enumerate(np.array_split(suspects[p], NARROW_GROUPS))
-        ]
-        results = _run(o, block, leaves, supports, NARROW_PROBES)
-        for p in sorted(active):
-            mine = zip(supports, results, strict=True)
-            failed = [s.local for s, r in mine if s.leaf.position == p and not r.ok]
-            if not failed or len(failed) > NARROW_GROUPS // 2:
-                active.discard(p)  # spread out: check every suspect
-                continue
-            suspects[p] = np.concatenate(failed)
-            rounds[p] += 1
-            if suspects[p].size <= NARROW_TARGET:
-                active.discard(p)
-    return rounds
-
-
-def probe_leaves(
-    prepared: Prepared,
-    analytic: np.ndarray,
-    *,
-    probes: int,
-    seed: int,
-    tolerance: Tolerance,
-    chunk_size: int | None,
-    memory_budget: int,
-    analytic_leaves: Sequence[LeafInfo] | None = None,
-) -> list[LeafProbes]:
-    """Fast mode's verdict on every perturbed leaf, in `tree.leaves` order, for
-    the flat analytic gradient `analytic` (a zero-size leaf passes, unprobed).
-
-    `prepared` may be a float64 twin of `fun`; `analytic_leaves` (default: the
-    leaves of `prepared`) are then the original leaves, whose dtypes set the
-    floors of the pass band as in the entry-wise check."""
-    tree = prepared.tree
-    floors = {x.position: x.dtype for x in analytic_leaves or tree.leaves}
-    o = _Probing(prepared, analytic, seed, tolerance, chunk_size, memory_budget, floors)
-    out: dict[int, LeafProbes] = {}
-    for block, leaves in probe_blocks(tree.leaves):
-        supports = [Support(x, None, ()) for x in leaves]
-        whole = _run(o, block, leaves, supports, probes)
-        suspects = {
-            leaf.position: np.arange(leaf.size)
-            for leaf, p in zip(leaves, whole, strict=True)
-            if not p.ok
-        }
-        rounds = _narrow(o, block, leaves, suspects)
-        for leaf, p in zip(leaves, whole, strict=True):
-            out[leaf.position] = LeafProbes(
-                p, suspects.get(leaf.position), rounds.get(leaf.position, 0)
-            )
-    empty = Probes(np.zeros(0), np.zeros(0), np.zeros(0))
-    return [out.get(x.position, LeafProbes(empty, None, 0)) for x in tree.leaves]

@@ -2,7 +2,7 @@
 
 `fun` may have any number of outputs (a scalar loss has one): every array here
 has a trailing output axis. Each public check reaches finite differences
-through `differences` (and `_refine.judge`, which calls it), never another way.
+through `differences` (and `_engine.refine.judge`, which calls it), never another way.
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ import numpy as np
 from .._base import validate as _validate
 from .._runtime.fingerprint import fingerprint
 from .._runtime.multiprocess import agree, is_multiprocess
+from .._runtime.sharding import adopt
 from .._tree.pytree import SplitTree, format_path, split
-from .evaluate import (
-    evaluate,
-    intermediate_bytes,
-    runs_eagerly,
-    trace_base,
-)
+from .evaluate import evaluate, trace_base
+from .jaxpr import intermediate_bytes, runs_eagerly
 from .perturb import evaluate_shifts
 from .steps import roundoff_bound, step_sizes
 
@@ -47,7 +44,7 @@ class Prepared:
     out_dtype: np.dtype
     fun_bytes: int  # intermediates of one evaluation of `fun`
     n_outputs: int = 1
-    eager: bool = False  # small enough to evaluate op by op (see `_evaluate`)
+    eager: bool = False  # small enough to evaluate op by op (see `_engine.jaxpr`)
 
 
 def prepare(
@@ -75,6 +72,8 @@ def prepare(
     _validate.check_not_traced(params, args)
     tree = split(fun, params, args)
     _validate.check_has_entries(tree)
+    sharded = [leaf.sharding for leaf in tree.leaves if leaf.sharding is not None]
+    adopt(sharded)
     traced = trace_base(tree.problem, tree.dynamic)
     if scalar:
         _validate.check_output(traced.out_info)
@@ -85,7 +84,8 @@ def prepare(
         agree(fingerprint(program, tree.dynamic, options or evaluation, 0))
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
     # Central differences, refined at 2h: about four evaluations per entry.
-    eager = runs_eagerly(
+    # Op by op, a sharded leaf would be perturbed outside any compiled program.
+    eager = not sharded and runs_eagerly(
         tree.problem, tree.dynamic, traced.jaxpr.jaxpr, fun_bytes, 4 * tree.size
     )
     return Prepared(

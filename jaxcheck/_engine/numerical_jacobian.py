@@ -1,7 +1,7 @@
 """Finite-difference Jacobians of pytree-valued functions, batched like gradients.
 
 The function's output pytree is flattened to one real vector per evaluation, so
-the batched engine of `_evaluate` evaluates every ±h perturbation of every input
+the batched engine of `_engine.evaluate` evaluates every ±h perturbation of every input
 entry exactly as it does for a scalar loss; a chunk then holds `chunk × M` output
 values, and the memory estimate (the traced intermediates) includes the output.
 

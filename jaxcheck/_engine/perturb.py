@@ -18,12 +18,8 @@ import numpy as np
 
 from .._runtime.sharding import devices_in_use
 from .._tree.pytree import SplitTree
-from .evaluate import (
-    bytes_per_evaluation,
-    chunk_length,
-    entries_by_block,
-    evaluate_block,
-)
+from .blocks import bytes_per_evaluation, chunk_length, entries_by_block
+from .evaluate import evaluate_block
 from .steps import host_dtype, perturbed_values
 
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .._tree.pytree import LeafInfo
-from .directional import LeafProbes, leaf_rng
+from .directional import leaf_rng
+from .narrowing import LeafProbes
 
 
 def sampled_entries(

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .evaluate import evaluate, intermediate_bytes, sub_jaxprs, trace_base
+from .evaluate import evaluate, trace_base
+from .jaxpr import intermediate_bytes, sub_jaxprs
 from .numerical import Prepared, change
 
 # The original value may differ from the float64 one by its own rounding: allow

@@ -1,9 +1,9 @@
 """What determines a check's numbers, as a few digests: the program of `fun`, θ
 and the args, the options, the devices and the versions.
 
-Two uses: a resume record is keyed by it (`_resume`), and the processes of a
+Two uses: a resume record is keyed by it (`_runtime.resume`), and the processes of a
 multi-process check compare theirs before they evaluate anything together
-(`_multiprocess`), so that a difference is named instead of deadlocking.
+(`_runtime.multiprocess`), so that a difference is named instead of deadlocking.
 """
 
 from __future__ import annotations

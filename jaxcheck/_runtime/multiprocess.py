@@ -8,7 +8,7 @@ only the rows on its own devices, the small per-row results are gathered, and
 every process judges the same numbers, so it takes the same refinement
 decisions, runs the same collectives in the same order and ends with the same
 report. Before anything is evaluated together, the processes compare the
-fingerprints of their checks (`_fingerprint`): a process that passed other
+fingerprints of their checks (`_runtime.fingerprint`): a process that passed other
 shapes, values or options fails at once, naming the difference, instead of
 waiting forever in a collective that its peers never join.
 """

@@ -1,6 +1,6 @@
 """Progress of a check, and the time it spends compiling.
 
-The chunk loop (`_evaluate.run_chunks`) announces the rows of each batch it is
+The chunk loop (`_engine.chunks.run_chunks`) announces the rows of each batch it is
 about to evaluate (`expect`) and each chunk it finishes (`advance`). Inside
 `tracking(progress)` those reach, per thread:
 

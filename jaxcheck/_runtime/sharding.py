@@ -1,12 +1,21 @@
 """Sharding the batch of perturbed evaluations across devices.
 
-Inside `sharded_over(devices)`, the chunk loop (`_evaluate.run_chunks`) rounds its
+Inside `sharded_over(devices)`, the chunk loop (`_engine.chunks.run_chunks`) rounds its
 chunk length up to a multiple of the number of devices and places each chunk's
 rows with a `NamedSharding` over a one-axis `Mesh` ("batch"): every device
 evaluates its slice of the chunk, and the unperturbed arguments are replicated.
 The results are the same as on one device: each row is one independent
 evaluation of `fun`, and rows never mix. Under `jax.distributed` the mesh spans
-the devices of every process (see `_multiprocess`).
+the devices of every process (see `_runtime.multiprocess`).
+
+Parameters that arrive sharded (a leaf placed with a `NamedSharding` that splits
+it over a mesh) stay sharded: the check adopts their mesh (`adopt`), the batch of
+perturbations is split over the mesh axes that no parameter uses (replicated when
+every axis holds a parameter), and each perturbed copy of a sharded leaf is
+built and constrained with the leaf's own sharding, so no device ever holds a
+whole copy of it. On a mesh ("batch", "model") with weights sharded
+P(None, "model"), every device evaluates its half of the rows on its half of
+each weight.
 """
 
 from __future__ import annotations
@@ -23,6 +32,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 _local = threading.local()
 
 
+def _axes(spec: PartitionSpec) -> set[str]:
+    out: set[str] = set()
+    for entry in spec:
+        if entry is not None:
+            out |= set(entry) if isinstance(entry, tuple) else {entry}
+    return out
+
+
 def default_devices(devices: Sequence[Any] | None) -> list[Any] | None:
     """The devices to shard over: `devices`, or else every device of the default
     backend (under `jax.distributed`, those of every process: they share the
@@ -36,35 +53,87 @@ def default_devices(devices: Sequence[Any] | None) -> list[Any] | None:
 @contextlib.contextmanager
 def sharded_over(devices: Sequence[Any] | None) -> Iterator[None]:
     """Shards the chunk loops run inside, in this thread, over `devices`."""
-    outer = getattr(_local, "sharding", None)
+    outer = (getattr(_local, "sharding", None), getattr(_local, "explicit", None))
     chosen = default_devices(devices)
     _local.sharding = (
         None
         if chosen is None
         else NamedSharding(Mesh(np.array(chosen), ("batch",)), PartitionSpec("batch"))
     )
+    _local.explicit = None if devices is None else list(devices)
+    _local.depth = getattr(_local, "depth", 0) + 1
     try:
         yield
     finally:
-        _local.sharding = outer
+        _local.sharding, _local.explicit = outer
+        _local.depth -= 1
+
+
+def adopt(shardings: Sequence[NamedSharding | None]) -> None:
+    """Inside `sharded_over`: when some perturbed leaves arrive sharded (their
+    `leaf_sharding`s), evaluate on their mesh, the batch split over the axes they
+    leave free. Raises the `ValueError` of a check that cannot keep them sharded."""
+    shardings = [s for s in shardings if s is not None]
+    if not shardings or not getattr(_local, "depth", 0):
+        return
+    mesh = shardings[0].mesh
+    if any(s.mesh != mesh for s in shardings):
+        raise ValueError(
+            "`params` holds leaves sharded over different meshes; jaxcheck "
+            "evaluates a check on one mesh. Place every sharded leaf on the same "
+            "`jax.sharding.Mesh`."
+        )
+    explicit = _local.explicit
+    if explicit is not None and set(explicit) != set(mesh.devices.flat):
+        raise ValueError(
+            f"`devices` names {len(explicit)} device(s), but `params` is sharded "
+            f"over a mesh of {mesh.size}; a check of sharded parameters runs on "
+            "their mesh. Pass `devices=None`."
+        )
+    used = set().union(*(_axes(s.spec) for s in shardings))
+    free = tuple(a for a in mesh.axis_names if a not in used)
+    _local.sharding = NamedSharding(mesh, PartitionSpec(free or None))
+
+
+def batch_axes() -> tuple[str, ...]:
+    """The mesh axes the batch of perturbations is split over (none when not
+    sharding, or when the parameters' mesh leaves no axis free)."""
+    sharding = getattr(_local, "sharding", None)
+    if sharding is None or sharding.spec[0] is None:
+        return ()
+    first = sharding.spec[0]
+    return tuple(first) if isinstance(first, tuple) else (first,)
 
 
 def devices_in_use() -> int:
     """How many devices share each chunk (1 when not sharding)."""
     sharding = getattr(_local, "sharding", None)
-    return 1 if sharding is None else sharding.mesh.size
+    if sharding is None:
+        return 1
+    return int(np.prod([sharding.mesh.shape[a] for a in batch_axes()], dtype=int))
 
 
-def place(rows: Sequence[np.ndarray]) -> list[Any]:
-    """A chunk's rows, split along their first axis across the devices. Over the
-    devices of several processes, each process builds only its own rows' shards
+def place(
+    rows: Sequence[np.ndarray], like: Sequence[NamedSharding | None] | None = None
+) -> list[Any]:
+    """A chunk's rows, split along their first axis across the devices. A row
+    array whose `like` is a leaf's sharding holds whole perturbed copies of that
+    leaf, one per row: it is split like the leaf along its other axes too. Over
+    the devices of several processes, each process builds only its own shards
     (every process holds the same rows on the host)."""
     sharding = getattr(_local, "sharding", None)
     if sharding is None:
         return list(rows)
-    if not sharding.is_fully_addressable:
-        return [
-            jax.make_array_from_callback(r.shape, sharding, lambda i, r=r: r[i])
-            for r in rows
-        ]
-    return [jax.device_put(r, sharding) for r in rows]
+    out = []
+    for r, leaf in zip(rows, like or [None] * len(rows), strict=True):
+        spec = PartitionSpec(sharding.spec[0] if sharding.spec else None)
+        if leaf is not None:
+            spec = PartitionSpec(*spec, *leaf.spec)
+        target = NamedSharding(sharding.mesh, spec)
+        if target.is_fully_addressable:
+            out.append(jax.device_put(r, target))
+        else:
+            out.append(
+                jax.make_array_from_callback(r.shape, target, lambda i, r=r: r[i])
+            )
+    return out

@@ -1,6 +1,6 @@
 """`jaxcheck bench --gpu`: the accelerator run, in one process, in under 10 minutes.
 
-On the benchmark's MLP (`_bench_model`), on JAX's default device:
+On the benchmark's MLP (`_tools.bench_model`), on JAX's default device:
 
 - full checks at `--gpu-full` sizes (default N = 1e5 and 1e6), the first call
   (tracing and compiling, `report.compile_seconds`, apart) and a repeated call;

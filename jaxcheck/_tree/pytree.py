@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
 
 # What a leaf is in the split.
 DIFF = "diff"  # perturbed
@@ -128,6 +129,8 @@ class LeafInfo:
     position: int  # index into the dynamic leaves
     tree_index: int  # index among the leaves of `params`
     offset: int  # first index in θ
+    # The leaf's `NamedSharding` when it arrives split over several devices.
+    sharding: Any = dataclasses.field(default=None, compare=False)
 
     @property
     def size(self) -> int:
@@ -154,6 +157,17 @@ class SplitTree:
     @property
     def size(self) -> int:
         return sum(leaf.size for leaf in self.leaves)
+
+
+def leaf_sharding(x: Any) -> NamedSharding | None:
+    """The sharding of a leaf that arrives split over several devices of a mesh;
+    None for a leaf on one device or replicated."""
+    sharding = getattr(x, "sharding", None)
+    if not isinstance(sharding, NamedSharding) or sharding.mesh.size < 2:
+        return None
+    if all(axis is None for axis in sharding.spec):
+        return None
+    return sharding
 
 
 def format_path(path: str) -> str:
@@ -192,6 +206,7 @@ def split(fun: Callable[..., Any], params: Any, args: tuple[Any, ...]) -> SplitT
                     position=len(dynamic),
                     tree_index=tree_index,
                     offset=offset,
+                    sharding=leaf_sharding(array),
                 )
             )
             offset += leaves[-1].size

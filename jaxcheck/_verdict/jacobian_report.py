@@ -17,7 +17,8 @@ from .._engine.numerical import Prepared
 from .._engine.numerical_jacobian import OutputLeaf
 from .._engine.refine import Judged
 from .._tree.pytree import LeafInfo
-from .report import EntryReport, GradCheckReport, _location
+from .entries import EntryReport, entry_location
+from .report import GradCheckReport
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +58,10 @@ class JacobianReport(GradCheckReport):
         k = leaf.out_ndim
         return PairEntry(
             **{f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)},
-            output=_location(leaf.out_location, index[:k]),
-            input=_location(leaf.in_location, index[k:]) if leaf.in_location else "",
+            output=entry_location(leaf.out_location, index[:k]),
+            input=entry_location(leaf.in_location, index[k:])
+            if leaf.in_location
+            else "",
             mode=leaf.mode,
         )
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .report import GradCheckReport, LeafSummary
+    from .entries import LeafSummary
+    from .report import GradCheckReport
 
 _DECADES = 4  # the colour scale runs from 1e-4 to 1e4 times the pass band
 _WRAP_1D = 32  # 1-D leaves longer than this are wrapped into rows

@@ -10,7 +10,8 @@ import math
 import os
 from typing import Any
 
-from .report import EntryReport, GradCheckReport, LeafSummary
+from .entries import EntryReport, LeafSummary
+from .report import GradCheckReport
 
 
 @dataclasses.dataclass(frozen=True)

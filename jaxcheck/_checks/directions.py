@@ -1,0 +1,112 @@
+"""The cotangent or tangent a VJP or JVP check runs along, and the arguments
+`check_vjp` and `check_jvp` validate alike.
+
+A direction is either given, and then checked against `fun`'s output (a
+cotangent) or against `primals` (a tangent), or drawn from a normal distribution
+seeded with `seed`; a complex leaf gets a complex direction of unit variance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._base import validate as _validate
+from .._engine.numerical_jacobian import output_leaves, output_shape
+from .._tree.pytree import is_differentiable_leaf
+from .jacobian import check_primals
+
+
+def _random_like(infos: list[Any], seed: int) -> list[jax.Array]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for info in infos:
+        dtype = np.dtype(info.dtype)
+        x = rng.standard_normal(info.shape)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            x = (x + 1j * rng.standard_normal(info.shape)) / np.sqrt(2)
+        out.append(jnp.asarray(x, dtype))
+    return out
+
+
+def check_arguments(fun, primals, seed, rule, usage: str) -> tuple[Any, ...]:
+    """Validates the arguments shared by `check_vjp` and `check_jvp`."""
+    _validate.check_fun(fun)
+    primals = check_primals(primals)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"`seed` must be an int, got {seed!r}.")
+    if rule is not None and not callable(rule):
+        name = usage.split("(")[0]
+        raise TypeError(
+            f"`{name}` must be callable as {usage}, got {type(rule).__name__}; pass "
+            f"None to check jax.{name[:3]}(fun)."
+        )
+    return primals
+
+
+def cotangents_for(fun: Callable[..., Any], primals, cotangents, seed) -> Any:
+    """Given cotangents checked against `fun`'s output, or seeded random ones."""
+    out_info = output_shape(fun, *primals)
+    output_leaves(out_info, "`fun`")  # floating outputs only
+    leaves, treedef = jax.tree_util.tree_flatten(out_info)
+    if cotangents is None:
+        return jax.tree_util.tree_unflatten(treedef, _random_like(leaves, seed))
+    if jax.tree_util.tree_structure(cotangents) != treedef:
+        raise ValueError(
+            "`cotangents` must have the structure of fun's output, "
+            f"{treedef}, got {jax.tree_util.tree_structure(cotangents)}."
+        )
+    given = []
+    for (key_path, info), c in zip(
+        jax.tree_util.tree_flatten_with_path(out_info)[0],
+        jax.tree_util.tree_leaves(cotangents),
+        strict=True,
+    ):
+        if np.shape(c) != info.shape:
+            raise ValueError(
+                f"`cotangents` at {jax.tree_util.keystr(key_path) or 'the root'} has "
+                f"shape {np.shape(c)}, but fun's output there has shape "
+                f"{info.shape}; give one cotangent entry per output entry."
+            )
+        given.append(jnp.asarray(c, info.dtype))
+    return jax.tree_util.tree_unflatten(treedef, given)
+
+
+def float_leaves(primals: tuple) -> list[jax.Array]:
+    """The floating (and complex) leaves of `primals`, as arrays."""
+    return [
+        jnp.asarray(x)
+        for x in jax.tree_util.tree_leaves(primals)
+        if is_differentiable_leaf(x)
+    ]
+
+
+def tangents_for(primals: tuple, tangents: Any, seed: int) -> list[jax.Array]:
+    """The tangents at the floating leaves of `primals`: given, or seeded random."""
+    floats = float_leaves(primals)
+    if tangents is None:
+        return _random_like(floats, seed)
+    p_paths, p_def = jax.tree_util.tree_flatten_with_path(primals)
+    try:
+        t_leaves = p_def.flatten_up_to(tuple(tangents))
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"`tangents` must have the structure of `primals`, {p_def}, got "
+            f"{jax.tree_util.tree_structure(tangents)}."
+        ) from None
+    out = []
+    for (key_path, p), t in zip(p_paths, t_leaves, strict=True):
+        if not is_differentiable_leaf(p):
+            continue
+        p = jnp.asarray(p)
+        if np.shape(t) != p.shape:
+            raise ValueError(
+                f"`tangents` at {jax.tree_util.keystr(key_path)} has shape "
+                f"{np.shape(t)}, but the primal has shape {p.shape}."
+            )
+        out.append(jnp.asarray(t, p.dtype))
+    return out
