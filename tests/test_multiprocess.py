@@ -18,7 +18,7 @@ import pytest
 
 import jaxcheck
 
-# argv: process id, port, scenario ("checks", "disagree" or "dead peer").
+# argv: process id, port, scenario ("checks", "sharded", "disagree", "dead peer").
 _CHILD = textwrap.dedent(
     """
     import json, os, sys, time
@@ -57,6 +57,28 @@ _CHILD = textwrap.dedent(
         except ValueError as error:
             out = json.dumps({"error": str(error)})
             print("@@RESULT@@" + out + "@@END@@", flush=True)
+        sys.exit(0)
+    if scenario == "sharded":
+        # The model axis spans the processes: each holds half of `w`.
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        import numpy as np
+        grid = np.array(jax.devices()).reshape(2, 2).T
+        mesh = Mesh(grid, ("batch", "model"))
+        w = jax.make_array_from_callback(
+            params["w"].shape, NamedSharding(mesh, P(None, "model")),
+            lambda i: np.asarray(params["w"])[i])
+        sharded = dict(params, w=w)
+        out = {"held": sorted({str(s.index) for s in w.addressable_shards})}
+        for name, kwargs in [("full", {}), ("full, wrong", {"grad": wrong}),
+                             ("fast, wrong", {"grad": wrong, "mode": "fast"})]:
+            report = jaxcheck.check_grad(loss, sharded, x, **kwargs)
+            out[name] = report.to_dict(worst=50)
+        mine = [c for c in calls if c[1].sharding is not None]
+        text = compiled_chunk.lower(*mine[-1]).compile()
+        out["w_input"] = str(text.input_shardings[0][0][1].spec)
+        out["all_gather"] = "all-gather" in text.as_text()
+        print("@@RESULT@@" + json.dumps(out) + "@@END@@", flush=True)
+        jax.distributed.shutdown()
         sys.exit(0)
     out = {}
     start = time.perf_counter()
@@ -176,6 +198,22 @@ def test_the_work_was_split_between_the_processes(two_processes):
         assert out["addressable"] and not any(out["addressable"])
         assert out["input_devices"] == [4]
         assert not out["all_gather"]  # no process gathers the perturbed rows
+
+
+def test_a_leaf_sharded_across_the_processes_stays_sharded(tmp_path):
+    results = _launch(tmp_path, "sharded")
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    first, second = (_last_json(out) for _, out, _ in results)
+    # Each process holds one half of `w`'s columns, not the whole leaf.
+    assert first["held"] != second["held"] and len(first["held"]) == 1
+    for name in ("full", "full, wrong", "fast, wrong"):
+        assert first[name] == second[name]
+        assert first[name]["ok"] is (name == "full")
+    assert "['w'][2, 5]" in first["full, wrong"]["verdict"]
+    assert "['w'][2, 5]" in first["fast, wrong"]["verdict"]
+    assert first["w_input"] == "P(None, 'model')"
+    assert not first["all_gather"]
 
 
 def test_processes_that_pass_different_arguments_are_told(tmp_path):

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._runtime.sharding import host_value
 from .._tree.pytree import SplitTree, format_path
 
 # The finite-difference methods, by name; Jacobian-family checks take all but
@@ -165,7 +166,7 @@ def check_base_value(value: float, tree: SplitTree) -> None:
     bad = [
         format_path(leaf.path)
         for leaf in tree.leaves
-        if not np.all(np.isfinite(np.asarray(tree.dynamic[leaf.position])))
+        if not np.all(np.isfinite(host_value(tree.dynamic[leaf.position])))
     ]
     where = f" `params` has non-finite entries in {', '.join(bad)}." if bad else ""
     raise ValueError(

@@ -26,6 +26,7 @@ from .._engine.analytic import analytic_side, fun_name
 from .._engine.blocks import Block, bytes_per_evaluation, chunk_length
 from .._engine.numerical import prepare
 from .._engine.steps import NOISE_FACTOR, host_dtype
+from .._runtime.sharding import host_value
 from .._tree.pytree import format_path
 from .._verdict.taylor_report import TaylorDirection, TaylorReport, judge_direction
 
@@ -161,7 +162,7 @@ def taylor_test(
         np.asarray(g).astype(host_dtype(x.dtype))
         for g, x in zip(grads, leaves, strict=True)
     ]
-    thetas = [np.asarray(tree.dynamic[x.position]) for x in leaves]
+    thetas = [host_value(tree.dynamic[x.position]) for x in leaves]
     directions = random_directions(leaves, tree.dynamic, seed)
     # The coarsest precision in play sets the round-off of J and of g·v.
     u = max(float(jnp.finfo(x.dtype).eps) for x in leaves)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._runtime.sharding import host_value
 from .._tree.pytree import LeafInfo, Problem
 from .chunks import run_chunks
 from .steps import host_dtype
@@ -25,7 +26,7 @@ def random_directions(
     rng = np.random.default_rng(seed)
     out = []
     for leaf in leaves:
-        theta = np.asarray(dynamic[leaf.position]).astype(host_dtype(leaf.dtype))
+        theta = host_value(dynamic[leaf.position]).astype(host_dtype(leaf.dtype))
         z = rng.standard_normal(leaf.shape)
         if leaf.dtype.kind == "c":
             z = (z + 1j * rng.standard_normal(leaf.shape)) / math.sqrt(2)

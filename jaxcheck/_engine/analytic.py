@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from .._base import validate as _validate
+from .._runtime.sharding import host_value
 from .._tree.pytree import SplitTree, format_path
 from .evaluate import value_and_grad
 from .numerical import Prepared, base_value_of
@@ -64,7 +65,7 @@ def given_gradient_leaves(grad: Any, params: Any, tree: SplitTree) -> list[np.nd
                 f"`grad` at {where} must be an array like the parameter, got "
                 f"{type(value).__name__}."
             )
-        array = np.asarray(value)
+        array = host_value(value)
         if array.shape != leaf.shape:
             raise ValueError(
                 f"`grad` at {where} has shape {array.shape}, but the parameter has "
@@ -101,7 +102,7 @@ def analytic_side(
             raise
         value = float(value)
         _validate.check_base_value(value, tree)
-        return value, [np.asarray(x) for x in leaves]
+        return value, [host_value(x) for x in leaves]
     value = base_value_of(prepared)
     if callable(grad):
         try:

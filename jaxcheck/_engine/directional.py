@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._base.options import Tolerance
-from .._runtime.sharding import batch_axes
+from .._runtime.sharding import batch_axes, host_value
 from .._tree.pytree import LeafInfo, Problem, format_path
 from .blocks import Block, bytes_per_evaluation, chunk_length
 from .chunks import run_chunks
@@ -198,7 +198,7 @@ def run_probes(
     """Evaluates `probes` probes of every support (all in one block), batched."""
     tree = o.prepared.tree
     flat = np.concatenate(
-        [np.asarray(tree.dynamic[x.position]).reshape(-1) for x in leaves]
+        [host_value(tree.dynamic[x.position]).reshape(-1) for x in leaves]
     )
     starts = dict(zip(block.positions, np.cumsum((0, *block.sizes))[:-1], strict=True))
     realized, moves = [], []

@@ -17,7 +17,7 @@ import numpy as np
 from .._base import validate as _validate
 from .._runtime.fingerprint import fingerprint
 from .._runtime.multiprocess import agree, is_multiprocess
-from .._runtime.sharding import adopt
+from .._runtime.sharding import adopt, host_value
 from .._tree.pytree import SplitTree, format_path, split
 from .evaluate import evaluate, trace_base
 from .jaxpr import intermediate_bytes, runs_eagerly
@@ -153,7 +153,7 @@ def entry_steps(tree: SplitTree, method: str, eps: float | None) -> np.ndarray:
     """The default step h of every entry of θ (see `step_sizes`)."""
     steps = np.zeros(tree.size)
     for leaf in tree.leaves:
-        theta = np.asarray(tree.dynamic[leaf.position]).reshape(-1)
+        theta = host_value(tree.dynamic[leaf.position]).reshape(-1)
         steps[leaf.offset : leaf.offset + leaf.size] = step_sizes(
             theta, leaf.dtype, method, eps
         )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from .._runtime.sharding import devices_in_use
+from .._runtime.sharding import devices_in_use, host_value
 from .._tree.pytree import SplitTree
 from .blocks import bytes_per_evaluation, chunk_length, entries_by_block
 from .evaluate import evaluate_block
@@ -70,7 +70,7 @@ def evaluate_shifts(
     for block, leaves, picked, local in entries_by_block(tree.leaves, entries):
         dtype = leaves[0].dtype
         theta = np.concatenate(
-            [np.asarray(tree.dynamic[x.position]).reshape(-1) for x in leaves]
+            [host_value(tree.dynamic[x.position]).reshape(-1) for x in leaves]
         )
         local = local.astype(np.int32)
         here = theta[local]

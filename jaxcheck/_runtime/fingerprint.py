@@ -16,6 +16,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from .sharding import host_value
+
 
 def digest(*parts: Any) -> str:
     """A hex SHA-256 of `parts` (bytes as they are, anything else by its repr)."""
@@ -30,7 +32,7 @@ def leaves_digest(leaves: Sequence[Any]) -> str:
     """A hex SHA-256 of arrays: their dtypes, shapes and bytes."""
     h = hashlib.sha256()
     for leaf in leaves:
-        array = np.asarray(leaf)
+        array = host_value(leaf)
         h.update(f"{array.dtype.str}{array.shape}".encode())
         h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()

@@ -137,3 +137,37 @@ def place(
                 jax.make_array_from_callback(r.shape, target, lambda i, r=r: r[i])
             )
     return out
+
+
+def host_value(x: Any) -> np.ndarray:
+    """`np.asarray(x)` for any array, read shard by shard: a leaf sharded over
+    the devices of several processes is assembled from this process's shards
+    where they cover it, and otherwise gathered a slice at a time (about one
+    device's share each), so that no device ever holds the whole leaf. Every
+    process must call it for the same arrays, in the same order."""
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        return np.asarray(x)
+    out = np.empty(x.shape, x.dtype)
+    for shard in x.addressable_shards:
+        out[shard.index] = np.asarray(shard.data)
+    if _every_process_covers(x):  # decided from the sharding: the same everywhere
+        return out
+    from jax.experimental import multihost_utils
+
+    rows = x.shape[0]
+    step = max(1, -(-rows // len(x.sharding.device_set)))
+    for start in range(0, rows, step):
+        part = x[start : start + step]
+        out[start : start + step] = np.asarray(
+            multihost_utils.process_allgather(part, tiled=True)
+        )
+    return out
+
+
+def _every_process_covers(x: jax.Array) -> bool:
+    """Whether the devices of each process hold every entry of `x` between them."""
+    held: dict[int, np.ndarray] = {}
+    for device, index in x.sharding.devices_indices_map(x.shape).items():
+        mask = held.setdefault(device.process_index, np.zeros(x.shape, bool))
+        mask[index] = True
+    return all(mask.all() for mask in held.values())
