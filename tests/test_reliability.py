@@ -87,3 +87,33 @@ def test_an_adaptive_odeint_is_not_called_nondeterministic():
     assert not report.nondeterministic and report.ok, str(report)
     wrong = {"k": jnp.zeros(2), "a": jnp.array(0.0)}
     assert not jaxcheck.check_grad(loss, params, grad=wrong, rtol=1e-5).ok
+
+
+def _cancelling(x):
+    """sin(1.1·x + 3333.3) in float32: the rounding of the large argument is
+    invisible in the value, so the round-off bound underestimates the noise of
+    the differences at the default step (2⁻⁸ here)."""
+    y = x.astype(jnp.float32) * jnp.float32(1.1) + jnp.float32(3333.3)
+    return jnp.sum(jnp.sin(y))
+
+
+def _cancelling_grad(x):
+    return jnp.cos(x * 1.1 + jnp.float32(3333.3)) * 1.1
+
+
+def test_steps_grow_where_round_off_hidden_inside_fun_dominates():
+    x = jnp.asarray(np.linspace(0.1, 0.9, 20), jnp.float32)
+    adaptive = jaxcheck.check_grad(_cancelling, x, grad=_cancelling_grad)
+    fixed = jaxcheck.check_grad(_cancelling, x, grad=_cancelling_grad, eps=2.0**-8)
+    assert np.all(fixed.steps <= 2.0**-8)  # a step the caller chose never grows
+    grown = adaptive.steps > 2.0**-8
+    assert np.any(grown)
+    assert adaptive.num_failed < fixed.num_failed
+    # Where the step grew, the differences came closer to the true derivative;
+    # a wrong gradient still fails.
+    error = adaptive.comparison.abs_err[grown]
+    assert np.median(error) < np.median(fixed.comparison.abs_err[grown]) / 2
+    wrong = jaxcheck.check_grad(
+        _cancelling, x, grad=lambda v: _cancelling_grad(v) * 1.01
+    )
+    assert not wrong.ok and "in params" in wrong.verdict

@@ -66,9 +66,23 @@ def test_four_devices_give_the_single_device_results():
     assert out.pop("devices") == 4
     for key, one in out.items():
         if key.startswith("one "):
-            assert out["all" + key[3:]] == one, key
+            _assert_same_report(out["all" + key[3:]], one, key)
     assert out["all full bug"]["ok"] is False
     assert "['w'][2, 3]" in out["all fast bug"]["verdict"]
+
+
+def _assert_same_report(sharded, single, key):
+    """The same verdict, entries and statuses; the numbers equal up to the last
+    bits that a batch of another size may round differently in (an entry
+    retried at larger steps is evaluated in batches of a few rows)."""
+    assert sharded["verdict"].split(" (")[0] == single["verdict"].split(" (")[0], key
+    for field in ("ok", "num_entries", "num_failed", "num_kinks", "skipped"):
+        assert sharded[field] == single[field], key
+    assert sharded["rel_diff"] == pytest.approx(single["rel_diff"], rel=1e-6), key
+    for mine, theirs in zip(sharded["worst"], single["worst"], strict=True):
+        assert mine["location"] == theirs["location"], key
+        assert mine["status"] == theirs["status"], key
+        assert mine["numeric"] == pytest.approx(theirs["numeric"], rel=1e-9), key
 
 
 @pytest.mark.parametrize(

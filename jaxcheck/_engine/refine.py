@@ -18,7 +18,10 @@ only be wider. Only the others, usually none, are evaluated again:
   not finite is inconclusive. So is the step of an entry that passes only
   thanks to a large truncation term, or fails with a bound that is mostly
   truncation (a step too large for the scale on which `fun` varies), as long as
-  that tightens its bound.
+  that tightens its bound;
+- an entry that still fails is tried at larger steps, 4h, 16h and 64h, kept
+  where they tighten its bound: round-off that `fun`'s value cannot show (a
+  large offset added and removed inside `fun`) shrinks as the step grows.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from .steps import SAFETY
 _ORDER = {"central": 2, "forward": 1, "backward": 1, "central4": 4, "complex": 2}
 _SHRINK = 8.0
 _RETRIES = 4
+_GROW = 4.0
+_GROWTHS = 3
 # Repeated evaluations of J(θ) in the first batch, to detect nondeterminism.
 _REPEATS = 3
 
@@ -156,6 +161,22 @@ class _Refinement:
         )
         return np.flatnonzero(np.any(bad, axis=1))
 
+    def failures(self, band_of, fixed_step: bool) -> np.ndarray:
+        """Rows worth a larger step: failures still, after the smaller steps.
+        The bound estimates the round-off from `fun`'s value, which cannot see
+        a cancellation inside `fun` (a large offset added, then removed; its
+        noise then passes for truncation, and smaller steps only make it
+        worse); a larger step divides every round-off error by its growth."""
+        if fixed_step:
+            return np.zeros(0, int)
+        with np.errstate(invalid="ignore"):
+            err = np.abs(self.analytic - self.numeric)
+            band = band_of(self.bound)
+            # Beyond this, no growth of the step could bring the error inside.
+            fails = (err > band) & (err <= _GROW**_GROWTHS * band)
+        fails &= np.isfinite(self.numeric) & ~self.kink & np.isfinite(self.analytic)
+        return np.flatnonzero(np.any(fails, axis=1))
+
 
 def rows_as_leaves(leaves: Sequence[LeafInfo], entries: np.ndarray) -> list[LeafInfo]:
     """Each leaf as the run of rows that its compared entries occupy, so that
@@ -241,6 +262,17 @@ def judge(
             if not retry.size:
                 break
             refine(retry, steps[retry], band[retry], True)
+        growing = state.failures(band_of, fixed_step=not adapt_steps)
+        for level in range(1, _GROWTHS + 1):
+            steps = first.steps * _GROW**level
+            retry = np.intersect1d(growing, state.failures(band_of, False))
+            retry = retry[np.any(state.steps[retry] < steps[retry, None], axis=1)]
+            if not retry.size:
+                break
+            before = state.bound[retry].copy()
+            refine(retry, steps[retry], band[retry], True)
+            # Until the bound stops improving, as in numdifftools' step choice.
+            growing = retry[np.any(state.bound[retry] < before, axis=1)]
     band = band_of(state.bound)
     comparison = compare(
         analytic, state.numeric, band, state.kink, tolerance.nan_agrees
