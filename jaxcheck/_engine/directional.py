@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from .._base.options import Tolerance
 from .._runtime.sharding import batch_axes, host_value
@@ -107,14 +108,15 @@ def _points(
 ) -> jax.Array:
     """`fun` with the block's leaves set to each row of `flat` (batch, block.size):
     batched with `vmap`, or (not `batched`) one row after another."""
-    splits = np.cumsum(block.sizes)[:-1].tolist()
+    # A row is θ of the block's dtype group: `ravel_pytree`'s layout of its
+    # leaves, which its `unravel` turns back into them.
+    _, unravel = ravel_pytree([dynamic[p] for p in block.positions])
 
     def one(row):
         if block.sharding is not None:  # rows shaped and sharded like the leaf
             leaves = [jax.lax.with_sharding_constraint(row, block.sharding)]
         else:
-            pieces = jnp.split(row, splits)
-            leaves = [x.reshape(s) for x, s in zip(pieces, block.shapes, strict=True)]
+            leaves = unravel(row)
         return problem.evaluate(replace_leaves(dynamic, block.positions, leaves))
 
     if not batched:
