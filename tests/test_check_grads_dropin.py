@@ -231,3 +231,41 @@ def test_a_large_input_checks_its_vjp_in_fast_mode(monkeypatch):
     failed = "VJP check failed.*Fast mode: the directional probes failed"
     with pytest.raises(GradCheckError, match=failed):
         jaxcheck.check_grads(_scaled_vjp(1.01), (x,), order=1, modes=("rev",))
+
+
+def _divide_with_vjp(scale):
+    @jax.custom_vjp
+    def divide(x, y):
+        return x / y
+
+    def fwd(x, y):
+        return x / y, (x, y)
+
+    def bwd(res, g):
+        x, y = res
+        return (scale * g / y, -scale * g * x / y**2)
+
+    divide.defvjp(fwd, bwd)
+    return divide
+
+
+def test_a_vjp_off_by_a_factor_below_atol_is_caught_as_jax_catches_it():
+    # Every entry of the VJP is about 0.1, below JAX's atol of 0.15: entry by
+    # entry a VJP twice too large passes, but not JAX's cotangent projection.
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 4)) * 0.05, jnp.float32)
+    y = jnp.asarray(10 + rng.random((3, 4)), jnp.float32)
+    tol = {np.float32: 0.15}
+    from jax.test_util import check_grads as jax_check_grads
+
+    with pytest.raises(AssertionError):  # JAX's own catches it
+        jax_check_grads(
+            _divide_with_vjp(2.0), (x, y), 1, modes=["rev"], atol=tol, rtol=tol
+        )
+    with pytest.raises(GradCheckError, match="VJP check failed: the cotangent proj"):
+        jaxcheck.check_grads(
+            _divide_with_vjp(2.0), (x, y), 1, modes=["rev"], atol=tol, rtol=tol
+        )
+    jaxcheck.check_grads(
+        _divide_with_vjp(1.0), (x, y), 1, modes=["rev"], atol=tol, rtol=tol
+    )

@@ -26,8 +26,10 @@ from .._base.validate import JACOBIAN_METHODS
 from .._engine.analytic import fun_name
 from .._engine.numerical_jacobian import output_shape
 from .._tree.pytree import is_differentiable_leaf
+from .._verdict.report import GradCheckReport
 from .directions import cotangents_for
 from .jacobian import check_primals
+from .jax_projection import projection_failure
 from .jax_tolerance import jax_tolerances
 from .jvp import jvp_report
 from .vjp import vjp_report
@@ -205,6 +207,16 @@ def _nothing_to_compare(f: Callable[..., Any], args: tuple[Any, ...]) -> bool:
     return sum(math.prod(x.shape) for x in out) == 0
 
 
+def _judge_vjp(report: GradCheckReport, options: Options, what: str) -> None:
+    """Raises unless the VJP passes entry by entry and in JAX's projection."""
+    raise_if_failed(report, what)
+    if options.mode != "full":
+        return  # fast mode compares probes, not every entry: no projection
+    why = projection_failure(report, options.tolerance)
+    if why is not None:
+        raise GradCheckError(f"{what} check failed: {why}\n{report}")
+
+
 def _check_vjp(
     f: Callable[..., Any], args: tuple[Any, ...], options: Options, what: str
 ) -> None:
@@ -219,7 +231,7 @@ def _check_vjp(
     """
     out = jax.tree_util.tree_leaves(f(*args))
     if all(np.all(np.isfinite(np.asarray(x))) for x in out):
-        raise_if_failed(vjp_report(f, args, None, None, options), what)
+        _judge_vjp(vjp_report(f, args, None, None, options), options, what)
         return
     c = cotangents_for(f, args, None, options.seed)
     if not any(np.any(np.isnan(np.asarray(x))) for x in out):
@@ -229,7 +241,7 @@ def _check_vjp(
             for x, o in zip(jax.tree_util.tree_leaves(c), out, strict=True)
         ]
         c = jax.tree_util.tree_unflatten(treedef, masked)
-        raise_if_failed(vjp_report(f, args, None, c, options), what)
+        _judge_vjp(vjp_report(f, args, None, c, options), options, what)
         return
     vjp = jax.tree_util.tree_leaves(jax.vjp(f, *args)[1](c))
     if all(np.all(np.isfinite(np.asarray(x))) for x in vjp if _is_numeric(x)):
