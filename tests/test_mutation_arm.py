@@ -171,3 +171,50 @@ def test_sample_is_spread_over_dtypes_and_orders():
     assert [c["nodeid"] for c in sample] == sorted(
         (c["nodeid"] for c in sample), key=lambda n: int(n[1:])
     )
+
+
+def test_explain_miss_gives_jaxcheck_s_report_of_the_check_jax_failed():
+    mutant = plugin.make_mutant(jnp.sin, (X,), "scale", 1e-3)
+    message = "\nNot equal to tolerance rtol=1e-05, atol=1e-05\nJVP tangent\n"
+    report = plugin.explain_miss(mutant, (X,), message, None, None, None)
+    assert "out (jvp)" in report
+    assert plugin.explain_miss(mutant, (X,), "\nx\nJVP of JVP tangent", 1, 1, 1) == ""
+
+
+def test_summary_lists_what_jax_catches_and_jaxcheck_misses():
+    def ran(delta, jax_outcome, jaxcheck_outcome):
+        return {
+            "kind": "scale",
+            "delta": delta,
+            "status": "run",
+            "planted": delta,
+            "jax": {"outcome": jax_outcome, "message": "", "time": 0.1},
+            "jaxcheck": {"outcome": jaxcheck_outcome, "message": "", "time": 0.2},
+        }
+
+    record = {
+        "kind": "mutant_call",
+        "nodeid": "t.py::T::test",
+        "index": 0,
+        "function": "sin",
+        "order": 1,
+        "modes": ["fwd", "rev"],
+        "args": ["float32[3]"],
+        "atol": "None",
+        "rtol": "None",
+        "eps": "None",
+        "status": "ok",
+        "dtype": "float32",
+        "mutants": [ran(1.0, "fail", "fail"), ran(0.1, "fail", "pass")],
+    }
+    arm = {
+        "mutant_calls": [record],
+        "settings": {"calls": [["t.py::T::test", 0]], "deltas": [1.0, 0.1]},
+        "wall": 1.0,
+    }
+    summary = harness.mutation_summary(arm, None)
+    assert summary["caught"] == {"jax": {"scale": 2}, "jaxcheck": {"scale": 1}}
+    assert [(m["kind"], m["delta"]) for m in summary["misses"]] == [("scale", 0.1)]
+    row = summary["ladders"]["scale"]["float32"]
+    assert (row["jax"]["reliable"], row["jaxcheck"]["reliable"]) == (0.1, 1.0)
+    assert row["jaxcheck"]["caught_at"] == {"1.0": 1, "0.1": 0}
