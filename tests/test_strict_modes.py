@@ -120,3 +120,29 @@ def test_a_planted_bug_is_still_caught_under_strict_settings():
         report = jaxcheck.check_grad(mixed_loss, PARAMS, X, grad=wrong)
     assert not report.ok and "['b']" in str(report)
     np.testing.assert_array_equal(PARAMS["b"], jnp.array([0.1, -0.2]))
+
+
+def _two_dtypes(x, y):
+    """Outputs of two float dtypes, as `lax.mul(..., out_dtype)` tests make."""
+    return x * x, (y * 2.0).astype(jnp.float64)
+
+
+def test_outputs_of_two_float_dtypes_under_strict_promotion():
+    x, y = jnp.ones(3, jnp.float32), jnp.linspace(0.5, 1.5, 3)
+    with strict():
+        jaxcheck.check_grads(_two_dtypes, (x, y), 2, modes=("fwd", "rev"))
+        report = jaxcheck.check_jacobian(_two_dtypes, x, y)
+    assert report.ok
+
+    @jax.custom_jvp
+    def wrong(x, y):
+        return _two_dtypes(x, y)
+
+    wrong.defjvp(
+        lambda p, t: (
+            _two_dtypes(*p),
+            (3 * p[0] * t[0], (2.0 * t[1]).astype(p[1].dtype)),
+        )
+    )  # x·x has derivative 2·x
+    with strict(), pytest.raises(GradCheckError, match=r"\[0\]"):
+        jaxcheck.check_grads(wrong, (x, y), 1, modes=("fwd",))

@@ -163,10 +163,14 @@ def jacobian_check(
                         "`fun` (a custom_vjp rule)"
                     )
                     continue
+                hint = (
+                    "; a function with a custom_vjp rule has no forward mode: pass "
+                    "autodiff=('rev',)"
+                    if mode == "fwd" and _no_forward_mode(error)
+                    else ""
+                )
                 error.add_note(
-                    f"jaxcheck: raised while computing jax.{_MODE_NAMES[mode]}; a "
-                    "function with a custom_vjp rule has no forward mode: pass "
-                    "autodiff=('rev',)."
+                    f"jaxcheck: raised while computing jax.{_MODE_NAMES[mode]}{hint}."
                 )
                 raise
             analytic[mode] = np.asarray(matrix, np.float64)

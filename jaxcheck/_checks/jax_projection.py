@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._base.options import Tolerance
+from .._engine.compare import OK
 from .._verdict.report import GradCheckReport
 
 _PROJECTIONS = 3  # random directions t, as JAX's one but less left to chance
@@ -24,12 +25,13 @@ _PROJECTIONS = 3  # random directions t, as JAX's one but less left to chance
 def projection_failure(report: GradCheckReport, tolerance: Tolerance) -> str | None:
     """Why the VJP's projections fail JAX's test, or None when they pass.
 
-    Only entries that are finite on both sides take part (those that are not
-    were judged entry by entry, as in JAX)."""
+    Only entries that passed as smooth ones take part: one at a kink passed as
+    a valid subgradient, and one not finite on both sides was judged entry by
+    entry, as in JAX."""
     a = np.asarray(report.comparison.analytic).reshape(-1)
     n = np.asarray(report.comparison.numeric).reshape(-1)
-    finite = np.isfinite(a) & np.isfinite(n)
-    a, n = a[finite], n[finite]
+    smooth = np.asarray(report.comparison.status).reshape(-1) == OK
+    a, n = a[smooth], n[smooth]
     if a.size == 0:
         return None
     floors = [tolerance.floor_of(np.dtype(leaf.dtype)) for leaf in report.leaves]

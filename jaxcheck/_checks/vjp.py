@@ -9,7 +9,6 @@ entry.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ from .._base import validate as _validate
 from .._base.errors import raise_if_failed
 from .._base.options import DEFAULT_MEMORY_BUDGET, Options, make_options
 from .._engine.analytic import fun_name
+from .._engine.steps import common_dtype
 from .._tree.pytree import is_differentiable_leaf
 from .._verdict.report import GradCheckReport
 from .directions import check_arguments, cotangents_for
@@ -53,7 +53,7 @@ jax.tree_util.register_pytree_with_keys(
 def _paired(c: jax.Array, o: jax.Array) -> jax.Array:
     """Σ Re(c · o) in their common dtype, cast explicitly; a zero cotangent
     pairs to 0 even with an infinite output entry."""
-    dtype = jnp.promote_types(c.dtype, o.dtype)
+    dtype = common_dtype([c.dtype, o.dtype])
     c, o = c.astype(dtype), o.astype(dtype)
     return jnp.sum(jnp.real(jnp.where(c == 0, jnp.zeros_like(c), c * o)))
 
@@ -73,7 +73,7 @@ class Pairing:
         ]
         # Cast explicitly: jaxcheck must not rely on implicit promotion, which a
         # user may have made strict.
-        dtype = functools.reduce(jnp.promote_types, [t.dtype for t in terms])
+        dtype = common_dtype([t.dtype for t in terms])
         return sum((t.astype(dtype) for t in terms[1:]), terms[0].astype(dtype))
 
     def __repr__(self) -> str:

@@ -14,7 +14,6 @@ for the same split function, holomorphic or not.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +28,7 @@ from .compare import OutputBlock
 from .evaluate import evaluate, replace_leaves
 from .numerical import Prepared, prepare
 from .refine import Judged, judge
+from .steps import common_dtype
 from .twins import numerical_side
 
 # The complex step needs a real function of real parameters; a Jacobian's
@@ -84,7 +84,7 @@ def ravel_output(out: Any) -> jax.Array:
     leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(out)]
     if not leaves:
         return jnp.zeros((0,))
-    dtype = functools.reduce(jnp.promote_types, [x.dtype for x in leaves])
+    dtype = common_dtype([x.dtype for x in leaves])
     return jnp.concatenate([jnp.ravel(x).astype(dtype) for x in leaves])
 
 
@@ -252,10 +252,21 @@ def _analytic_jacobian(
     def of_leaves(leaves):
         return problem.evaluate(replace_leaves(dynamic, positions, leaves))
 
-    transform = jax.jacrev if mode == "rev" else jax.jacfwd
-    blocks = transform(of_leaves)(tuple(dynamic[p] for p in positions))
-    m = jax.eval_shape(of_leaves, tuple(dynamic[p] for p in positions)).shape[0]
-    return jnp.concatenate([b.reshape(m, -1) for b in blocks], axis=1)
+    leaves = tuple(dynamic[p] for p in positions)
+    if mode == "rev":
+        blocks = jax.jacrev(of_leaves)(leaves)
+    else:
+        # Leaf by leaf: `jax.jacfwd` builds one basis for all its inputs, in
+        # their promoted dtype, which strict promotion refuses across dtypes.
+        blocks = [
+            jax.jacfwd(lambda x, i=i: of_leaves(leaves[:i] + (x,) + leaves[i + 1 :]))(
+                leaf
+            )
+            for i, leaf in enumerate(leaves)
+        ]
+    m = jax.eval_shape(of_leaves, leaves).shape[0]
+    dtype = common_dtype([b.dtype for b in blocks])  # blocks per input dtype
+    return jnp.concatenate([b.reshape(m, -1).astype(dtype) for b in blocks], axis=1)
 
 
 _analytic_jacobian_jit = jax.jit(_analytic_jacobian, static_argnums=(0, 1, 2))

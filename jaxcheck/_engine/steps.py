@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -68,6 +71,14 @@ SAFETY = 4.0
 def host_dtype(dtype: np.dtype) -> type:
     """The host dtype that holds a leaf's values exactly: complex128 or float64."""
     return np.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else np.float64
+
+
+def common_dtype(dtypes: Sequence[Any]) -> np.dtype:
+    """The dtype that holds every one of `dtypes`, by JAX's standard promotion:
+    jaxcheck casts to it explicitly, so a user's strict promotion does not
+    apply to jaxcheck's own sums and concatenations."""
+    with jax.numpy_dtype_promotion("standard"):
+        return np.dtype(functools.reduce(jnp.promote_types, dtypes))
 
 
 def real_dtype(dtype: np.dtype) -> np.dtype:
