@@ -45,7 +45,8 @@ def projection_failure(report: GradCheckReport, tolerance: Tolerance) -> str | N
     # Where an entry's band is wider than the floors, the numbers themselves are
     # uncertain by that much (round-off, truncation): the projection allows the
     # same uncertainty along t, so it judges the rule, not jaxcheck's noise.
-    slack = np.maximum(band - (atol + rtol * np.abs(n)), 0.0)
+    floor = atol + rtol * np.maximum(np.abs(a), np.abs(n))  # as `entry_band`'s
+    slack = np.maximum(band - floor, 0.0)
     rng = np.random.RandomState(0)
     for k in range(_PROJECTIONS):
         t = rng.standard_normal(a.shape)
