@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._base.options import Tolerance
-from .._engine.compare import OK
+from .._engine.compare import OK, floor_band
 from .._verdict.report import GradCheckReport
 
 _PROJECTIONS = 3  # random directions t, as JAX's one but less left to chance
@@ -45,8 +45,7 @@ def projection_failure(report: GradCheckReport, tolerance: Tolerance) -> str | N
     # Where an entry's band is wider than the floors, the numbers themselves are
     # uncertain by that much (round-off, truncation): the projection allows the
     # same uncertainty along t, so it judges the rule, not jaxcheck's noise.
-    floor = atol + rtol * np.maximum(np.abs(a), np.abs(n))  # as `entry_band`'s
-    slack = np.maximum(band - floor, 0.0)
+    slack = np.maximum(band - floor_band(atol, rtol, a, n), 0.0)
     rng = np.random.RandomState(0)
     for k in range(_PROJECTIONS):
         t = rng.standard_normal(a.shape)

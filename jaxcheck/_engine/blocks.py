@@ -80,18 +80,18 @@ def plan_blocks(
         filled[0] += count
         if filled[0] >= MIN_BLOCK_SIZE:
             del open_groups[kind]
-    return [
-        (
-            Block(
-                tuple(x.position for x in g),
-                tuple(x.shape for x in g),
-                g[0].sharding,
-                batch_axes() if g[0].sharding is not None else (),
-            ),
-            g,
-        )
-        for g in groups
-    ]
+    return [(block_of(g), g) for g in groups]
+
+
+def block_of(leaves: Sequence[LeafInfo]) -> Block:
+    """The block that perturbs `leaves` (a sharded leaf is always alone)."""
+    sharding = leaves[0].sharding
+    return Block(
+        tuple(x.position for x in leaves),
+        tuple(x.shape for x in leaves),
+        sharding,
+        batch_axes() if sharding is not None else (),
+    )
 
 
 def entries_by_block(

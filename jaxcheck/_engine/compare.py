@@ -111,9 +111,17 @@ def entry_band(
     band = absolute + relative * scale
     given = tolerance.floor_of(np.dtype(dtype))
     if given is not None:
-        with np.errstate(invalid="ignore"):
-            band = np.fmax(band, given[0] + given[1] * scale)
+        band = np.fmax(band, floor_band(*given, analytic, numeric))
     return band
+
+
+def floor_band(
+    atol: float, rtol: float, analytic: np.ndarray, numeric: np.ndarray
+) -> np.ndarray:
+    """A given floor's band, atol + rtol·max(|a|, |n|): the narrowest band an
+    entry gets under `Tolerance.floors` (the `check_grads` drop-in's)."""
+    with np.errstate(invalid="ignore"):
+        return atol + rtol * np.maximum(np.abs(analytic), np.abs(numeric))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,9 +33,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._base.options import Tolerance
-from .._runtime.sharding import batch_axes, host_value
+from .._runtime.sharding import host_value
 from .._tree.pytree import LeafInfo, Problem, format_path
-from .blocks import Block, bytes_per_evaluation, chunk_length
+from .blocks import Block, block_of, bytes_per_evaluation, chunk_length
 from .chunks import run_chunks
 from .compare import entry_band
 from .evaluate import replace_leaves
@@ -163,18 +163,7 @@ def probe_blocks(leaves: Sequence[LeafInfo]) -> list[tuple[Block, list[LeafInfo]
         if leaf.size:
             alone = () if leaf.sharding is None else (leaf.position,)
             groups.setdefault((leaf.dtype, leaf.weak_type, *alone), []).append(leaf)
-    return [
-        (
-            Block(
-                tuple(x.position for x in g),
-                tuple(x.shape for x in g),
-                g[0].sharding,
-                batch_axes() if g[0].sharding is not None else (),
-            ),
-            g,
-        )
-        for g in groups.values()
-    ]
+    return [(block_of(g), g) for g in groups.values()]
 
 
 @dataclasses.dataclass(frozen=True)
