@@ -11,6 +11,14 @@ import pytest
 
 import jaxcheck
 from jaxcheck import BatchingFallbackWarning
+from jaxcheck._engine import jaxpr as _jaxpr
+
+
+@pytest.fixture(autouse=True)
+def batched(monkeypatch):
+    # Checks this small evaluate their points one at a time, which needs no
+    # batching; batch them, as a check with more entries does.
+    monkeypatch.setattr(_jaxpr, "ONE_BY_ONE_MAX_OPS", 0)
 
 
 def make_host_sin(derivative_factor=1.0):
@@ -89,3 +97,15 @@ def test_the_screening_modes_fall_back_too(mode):
         warnings.simplefilter("ignore", BatchingFallbackWarning)
         bad = jaxcheck.check_grad(lambda w: jnp.sum(wrong(w) ** 2), W, mode=mode)
     assert not bad.ok and "params" in bad.verdict
+
+
+def test_a_small_check_one_point_at_a_time_needs_no_fallback(monkeypatch):
+    monkeypatch.undo()  # the default: this check is small enough
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BatchingFallbackWarning)
+        report = jaxcheck.check_grad(loss, W)
+        assert report.ok, str(report)
+        assert "cannot be batched" not in report.note
+        wrong = make_host_sin(derivative_factor=1.01)
+        with pytest.raises(jaxcheck.GradCheckError, match=r"worst params\["):
+            jaxcheck.assert_grad(lambda w: jnp.sum(wrong(w) ** 2), W)

@@ -19,9 +19,10 @@ from .._engine.analytic import analytic_side, fun_name
 from .._engine.chunks import noting_fallbacks
 from .._engine.directional import DEFAULT_PROBES
 from .._engine.evaluate import trace_base
+from .._engine.lazy_twin import judge_twinned
 from .._engine.narrowing import probe_leaves
 from .._engine.numerical import Prepared, prepare
-from .._engine.refine import judge
+from .._engine.refine import Judged, judge
 from .._engine.sampling import sampled_entries, suspect_entries
 from .._engine.steps import NOISE_FACTOR
 from .._engine.twins import numerical_side
@@ -60,6 +61,46 @@ def _entries_to_compare(
     return (*suspect_entries(leaves, verdicts), [v.probes for v in verdicts])
 
 
+def _judged(
+    prepared: Prepared, base_value: float, analytic: np.ndarray, options: Options
+) -> tuple[Judged, str, np.dtype, Any, Any, Any]:
+    """The verdicts, the note on the differences, the dtype they were taken in,
+    and what `_entries_to_compare` says."""
+    leaves, method = prepared.tree.leaves, options.method
+    judging = dict(
+        tolerance=options.tolerance,
+        leaves=leaves,
+        adapt_steps=options.adapt_steps,
+        **options.evaluation,
+    )
+    if prepared.point is not None and options.mode != "fast":
+        # Points one at a time: the float64 twin only where it is needed.
+        entries, checked, probes = _entries_to_compare(
+            leaves, prepared, analytic, options
+        )
+        judged, note = judge_twinned(
+            prepared,
+            base_value,
+            analytic,
+            shadow=options.shadow,
+            entries=entries,
+            **judging,
+        )
+        return judged, note, prepared.out_dtype, entries, checked, probes
+    with numerical_side(prepared, base_value, options.shadow, method) as (
+        numerical,
+        note,
+    ):
+        # Fast mode probes the function the entries are differenced in: the
+        # float64 twin when there is one, not the complex-step twin (the
+        # probes' steps are real).
+        entries, checked, probes = _entries_to_compare(
+            leaves, prepared if method == "complex" else numerical, analytic, options
+        )
+        judged = judge(numerical, analytic, entries=entries, **judging)
+    return judged, note, numerical.out_dtype, entries, checked, probes
+
+
 def gradient_report(
     fun: Callable[..., Any],
     params: Any,
@@ -92,31 +133,12 @@ def gradient_report(
         # different entries and wait in different collectives.
         if is_multiprocess():
             agree({"analytic gradient": leaves_digest([analytic])})
-        with numerical_side(prepared, base_value, options.shadow, method) as (
-            numerical,
-            note,
-        ):
-            # Fast mode probes the function the entries are differenced in: the
-            # float64 twin when there is one, not the complex-step twin (the
-            # probes' steps are real).
-            entries, checked, probes = _entries_to_compare(
-                tree.leaves,
-                prepared if method == "complex" else numerical,
-                analytic,
-                options,
-            )
-            judged = judge(
-                numerical,
-                analytic,
-                tolerance=options.tolerance,
-                leaves=tree.leaves,
-                entries=entries,
-                adapt_steps=options.adapt_steps,
-                **options.evaluation,
-            )
+        judged, note, out_dtype, entries, checked, probes = _judged(
+            prepared, base_value, analytic, options
+        )
         nondet_tol = options.nondet_tol
         if nondet_tol is None:
-            nondet_tol = NOISE_FACTOR * float(jnp.finfo(numerical.out_dtype).eps)
+            nondet_tol = NOISE_FACTOR * float(jnp.finfo(out_dtype).eps)
             nondet_tol *= abs(base_value)
         said = [note] if note else []
         if fallbacks:

@@ -29,6 +29,7 @@ from .._tree.pytree import LeafInfo, Problem, format_path
 from .blocks import Block
 from .chunks import run_chunks
 from .context import add_context
+from .op_by_op import OpByOp
 
 
 def _evaluate(problem: Problem, dynamic: tuple[jax.Array, ...]) -> Any:
@@ -39,10 +40,17 @@ _evaluate_jit = jax.jit(_evaluate, static_argnums=0)
 
 
 def evaluate(
-    problem: Problem, dynamic: tuple[jax.Array, ...], *, eager: bool = False
+    problem: Problem,
+    dynamic: tuple[jax.Array, ...],
+    *,
+    eager: bool = False,
+    point: OpByOp | None = None,
 ) -> Any:
-    """`fun(params, *args)` at the unperturbed point."""
+    """`fun(params, *args)` at the unperturbed point (with `point`, op by op from
+    its traced jaxpr)."""
     try:
+        if point is not None:
+            return point(dynamic)
         return (_evaluate if eager else _evaluate_jit)(problem, dynamic)
     except Exception as error:
         add_context(error, "being evaluated at the unperturbed `params`", problem)
@@ -145,6 +153,32 @@ _evaluate_rows_jit = jax.jit(
 )
 
 
+def _rows_one_by_one(
+    point: OpByOp,
+    block: Block,
+    dynamic: tuple[jax.Array, ...],
+    indices: np.ndarray,
+    values: np.ndarray,
+) -> np.ndarray:
+    """`fun` with entry `indices[k]` of the block set to `values[k]`, one k at a
+    time: the copies are made on the host, so no op of the batch's shape (and
+    no program) is compiled."""
+    hosts = [np.asarray(dynamic[p]).reshape(-1) for p in block.positions]
+    starts = block.starts()
+    out = []
+    for index, value in zip(np.asarray(indices), np.asarray(values), strict=True):
+        leaves = []
+        for host, start, size, shape in zip(
+            hosts, starts, block.sizes, block.shapes, strict=True
+        ):
+            copy = host.copy()
+            if start <= index < start + size:
+                copy[index - start] = value
+            leaves.append(jnp.asarray(copy.reshape(shape)))
+        out.append(np.asarray(point(replace_leaves(dynamic, block.positions, leaves))))
+    return np.stack(out)
+
+
 def trace_base(problem: Problem, dynamic: tuple[jax.Array, ...]):
     """Traces `fun` once (cached by `jit`): its output type and its jaxpr."""
     try:
@@ -164,17 +198,28 @@ def evaluate_block(
     chunk: int,
     eager: bool = False,
     recorded: bool = True,
+    point: OpByOp | None = None,
 ) -> np.ndarray:
     """`fun` at every perturbation (`indices[k]` set to `values[k]`), chunk by chunk
-    (with `eager`, op by op instead of compiled). Unless `recorded` is False, the
-    chunks go to (and come from) the resume record, when the check keeps one."""
+    (with `eager`, op by op instead of compiled; with `point`, one perturbation
+    at a time, op by op). Unless `recorded` is False, the chunks go to (and come
+    from) the resume record, when the check keeps one."""
     paths = ", ".join(format_path(leaf.path) for leaf in block_leaves)
     program = _evaluate_chunk if eager else _evaluate_chunk_jit
+    program = functools.partial(program, problem, block, dynamic)
+    if point is not None and block.sharding is None:
+        program = functools.partial(_rows_one_by_one, point, block, dynamic)
     return run_chunks(
-        functools.partial(program, problem, block, dynamic),
+        program,
         (indices, values),
         chunk,
         lambda k, n: f"evaluating chunk {k + 1} of {n} with {paths} perturbed",
-        f"block {block} of {values.dtype}, eager={eager}" if recorded else None,
+        _tag(block, values.dtype, eager, point) if recorded else None,
         functools.partial(_evaluate_rows_jit, problem, block, dynamic),
     )
+
+
+def _tag(block: Block, dtype: np.dtype, eager: bool, point: OpByOp | None) -> str:
+    """What a resume record's chunk was evaluated by: the block and the way."""
+    tag = f"block {block} of {dtype}, eager={eager}"
+    return tag + (", one by one" if point is not None else "")

@@ -20,7 +20,8 @@ from .._runtime.multiprocess import agree, is_multiprocess
 from .._runtime.sharding import adopt, host_value
 from .._tree.pytree import SplitTree, format_path, split
 from .evaluate import evaluate, trace_base
-from .jaxpr import intermediate_bytes, runs_eagerly
+from .jaxpr import intermediate_bytes, runs_eagerly, runs_one_by_one
+from .op_by_op import OpByOp
 from .perturb import evaluate_shifts
 from .steps import roundoff_bound, step_sizes
 
@@ -45,6 +46,8 @@ class Prepared:
     fun_bytes: int  # intermediates of one evaluation of `fun`
     n_outputs: int = 1
     eager: bool = False  # small enough to evaluate op by op (see `_engine.jaxpr`)
+    # With few evaluations: each point alone, op by op (`runs_one_by_one`).
+    point: OpByOp | None = dataclasses.field(default=None, compare=False)
 
 
 def prepare(
@@ -83,10 +86,17 @@ def prepare(
         program = traced.lower().as_text()
         agree(fingerprint(program, tree.dynamic, options or evaluation, 0))
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
-    # Central differences, refined at 2h: about four evaluations per entry.
     # Op by op, a sharded leaf would be perturbed outside any compiled program.
-    eager = not sharded and runs_eagerly(
-        tree.problem, tree.dynamic, traced.jaxpr.jaxpr, fun_bytes, 4 * tree.size
+    first_pass = len(_SIGNS[method]) * tree.size + 3  # the repeats of J(θ)
+    point = None
+    if not sharded and runs_one_by_one(traced.jaxpr.jaxpr, first_pass):
+        point = OpByOp.of(traced)
+    # Central differences, refined at 2h: about four evaluations per entry.
+    eager = point is not None or (
+        not sharded
+        and runs_eagerly(
+            tree.problem, tree.dynamic, traced.jaxpr.jaxpr, fun_bytes, 4 * tree.size
+        )
     )
     return Prepared(
         tree=tree,
@@ -94,6 +104,7 @@ def prepare(
         fun_bytes=fun_bytes,
         n_outputs=1 if scalar else int(traced.out_info.shape[0]),
         eager=eager,
+        point=point,
     )
 
 
@@ -200,6 +211,7 @@ def differences(
         imaginary=method == "complex",
         n_outputs=prepared.n_outputs,
         eager=prepared.eager,
+        point=prepared.point,
     )
     if strict:
         _check_steps_resolve(shifted.moved, prepared.tree, entries, eps)
@@ -275,6 +287,9 @@ def finite_differences(
 
 def base_value_of(prepared: Prepared) -> float:
     tree = prepared.tree
-    value = float(evaluate(tree.problem, tree.dynamic, eager=prepared.eager))
+    value = evaluate(
+        tree.problem, tree.dynamic, eager=prepared.eager, point=prepared.point
+    )
+    value = float(value)
     _validate.check_base_value(value, tree)
     return value

@@ -26,10 +26,10 @@ from .._base.options import Options
 from .._tree.pytree import Problem, _is_array_leaf
 from .compare import OutputBlock
 from .evaluate import evaluate, replace_leaves
+from .lazy_twin import judge_twinned
 from .numerical import Prepared, prepare
-from .refine import Judged, judge
+from .refine import Judged
 from .steps import common_dtype
-from .twins import numerical_side
 
 # The complex step needs a real function of real parameters; a Jacobian's
 # realified outputs and inputs are not that, so it runs every other method.
@@ -210,23 +210,22 @@ def judge_jacobian(
         for o in outputs
     ]
     tree = prepared.tree
-    base = evaluate(tree.problem, tree.dynamic, eager=prepared.eager)
+    base = evaluate(
+        tree.problem, tree.dynamic, eager=prepared.eager, point=prepared.point
+    )
     base = np.asarray(base, np.float64)
-    with numerical_side(prepared, base, options.shadow, options.method) as (
-        numerical,
-        note,
-    ):
-        judged = judge(
-            numerical,
-            stacked,
-            tolerance=options.tolerance,
-            leaves=tree.leaves,
-            outputs=blocks,
-            columns=np.tile(np.arange(m), len(matrices)),
-            adapt_steps=options.adapt_steps,
-            **options.evaluation,
-        )
-    return judged, note
+    return judge_twinned(
+        prepared,
+        base,
+        stacked,
+        shadow=options.shadow,
+        tolerance=options.tolerance,
+        leaves=tree.leaves,
+        outputs=blocks,
+        columns=np.tile(np.arange(m), len(matrices)),
+        adapt_steps=options.adapt_steps,
+        **options.evaluation,
+    )
 
 
 def analytic_jacobian(

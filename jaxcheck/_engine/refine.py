@@ -33,7 +33,7 @@ import numpy as np
 
 from .._base.options import Tolerance
 from .._tree.pytree import LeafInfo
-from .compare import Comparison, OutputBlock, compare, pass_band
+from .compare import BOTH_NONFINITE, OK, Comparison, OutputBlock, compare, pass_band
 from .numerical import Differences, Prepared, differences, finite_differences
 from .steps import SAFETY
 
@@ -51,6 +51,10 @@ class Judged:
     comparison: Comparison
     steps: np.ndarray  # the step of each compared value, shaped like it
     spread: float  # largest spread of J(θ) re-evaluated within one batch
+    # Values whose verdict no better numerical side could change: a pass that
+    # holds anywhere within the numerical value's error bound, under the band
+    # without that bound, or NaN on both sides where that agrees.
+    settled: np.ndarray | None = None
 
 
 def _take(d: Differences, keep: np.ndarray) -> Differences:
@@ -277,8 +281,13 @@ def judge(
     comparison = compare(
         analytic, state.numeric, band, state.kink, tolerance.nan_agrees
     )
+    with np.errstate(invalid="ignore"):
+        robust = comparison.abs_err + state.bound <= band_of(np.zeros(band.shape))
+    settled = ((comparison.status == OK) & robust) | (
+        comparison.status == BOTH_NONFINITE
+    )
     steps = state.steps
     if is_vector:
         comparison = comparison.column(0)
-        steps = steps[:, 0]
-    return Judged(comparison, steps, first.spread)
+        steps, settled = steps[:, 0], settled[:, 0]
+    return Judged(comparison, steps, first.spread, settled)

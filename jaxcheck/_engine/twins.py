@@ -26,6 +26,7 @@ import numpy as np
 from .evaluate import evaluate, trace_base
 from .jaxpr import intermediate_bytes, sub_jaxprs
 from .numerical import Prepared, change
+from .op_by_op import OpByOp
 
 # The original value may differ from the float64 one by its own rounding: allow
 # this many units of its machine epsilon before calling the twin unfaithful.
@@ -100,7 +101,8 @@ def float64_twin(
     narrow = sorted(set(_narrow_outputs(traced.jaxpr.jaxpr)))
     if narrow:
         return None, f"`fun` computes in {', '.join(narrow)} internally"
-    value = evaluate(twin.problem, dynamic, eager=prepared.eager)
+    point = OpByOp.of(traced) if prepared.point is not None else None
+    value = evaluate(twin.problem, dynamic, eager=prepared.eager, point=point)
     value = np.asarray(value, np.float64).reshape(-1)
     base = np.asarray(base_value, np.float64).reshape(-1)
     u = max(float(jnp.finfo(prepared.out_dtype).eps), float(jnp.finfo(np.float32).eps))
@@ -115,8 +117,8 @@ def float64_twin(
             f"dtype{where}"
         )
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
-    twin_prepared = Prepared(
-        twin, out_dtype, fun_bytes, prepared.n_outputs, prepared.eager
+    twin_prepared = dataclasses.replace(
+        prepared, tree=twin, out_dtype=out_dtype, fun_bytes=fun_bytes, point=point
     )
     return twin_prepared, ""
 
@@ -199,8 +201,12 @@ def complex_twin(prepared: Prepared) -> Prepared:
             f"{hint}"
         )
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
-    return Prepared(
-        twin, np.dtype(np.float64), fun_bytes, prepared.n_outputs, prepared.eager
+    return dataclasses.replace(
+        prepared,
+        tree=twin,
+        out_dtype=np.dtype(np.float64),
+        fun_bytes=fun_bytes,
+        point=OpByOp.of(traced) if prepared.point is not None else None,
     )
 
 

@@ -1,0 +1,83 @@
+"""`fun` at one point, op by op, from the jaxpr traced once.
+
+A small check evaluates its perturbed points one at a time (see
+`_engine.jaxpr.runs_one_by_one`). Calling `fun` again for each would re-trace
+whatever it transforms (`jax.vjp` linearizes anew at every call); binding the
+primitives of its jaxpr instead costs one dispatch per op. Calls that only
+group ops (`jit`, `custom_jvp`/`custom_vjp` calls, `checkpoint`) are inlined:
+their primal ops are bound one by one, so each is compiled once per signature
+(primitive, parameters and input types) for the whole process and shared with
+`fun`'s own op-by-op runs, instead of once per traced check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.extend
+
+# Primitives whose only job is to call a jaxpr, and the parameter holding it.
+# Only primal values are computed here, so a custom rule's call is its primal.
+_CALLS = {
+    "jit": "jaxpr",
+    "pjit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "remat2": "jaxpr",
+    "checkpoint": "jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",
+}
+
+
+def _parts(sub: Any) -> tuple[Any, Sequence[Any]]:
+    """(jaxpr, consts) of a closed or open jaxpr parameter."""
+    if hasattr(sub, "consts"):
+        return sub.jaxpr, sub.consts
+    return sub, ()
+
+
+def run_jaxpr(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:
+    """The outputs of `jaxpr` at `args`, each equation bound as it stands."""
+    env: dict[Any, Any] = {}
+
+    def read(var: Any) -> Any:
+        if isinstance(var, jax.extend.core.Literal):
+            return var.val
+        return env[var]
+
+    env.update(zip(jaxpr.constvars, consts, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+    for eqn in jaxpr.eqns:
+        inputs = [read(v) for v in eqn.invars]
+        key = _CALLS.get(eqn.primitive.name)
+        sub = eqn.params.get(key) if key else None
+        if sub is not None and hasattr(_parts(sub)[0], "eqns"):
+            outputs = run_jaxpr(*_parts(sub), inputs)
+        else:
+            outputs = eqn.primitive.bind(*inputs, **eqn.params)
+            if not eqn.primitive.multiple_results:
+                outputs = [outputs]
+        env.update(zip(eqn.outvars, outputs, strict=True))
+    return [read(v) for v in jaxpr.outvars]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OpByOp:
+    """`fun` at one point, op by op from the jaxpr `trace_base` traced."""
+
+    closed: Any  # the ClosedJaxpr of `problem.evaluate(dynamic)`
+    out_tree: Any
+
+    @classmethod
+    def of(cls, traced: Any) -> OpByOp:
+        return cls(traced.jaxpr, jax.tree_util.tree_structure(traced.out_info))
+
+    def __call__(self, dynamic: Sequence[Any]) -> Any:
+        leaves = jax.tree_util.tree_leaves(tuple(dynamic))
+        outs = run_jaxpr(self.closed.jaxpr, self.closed.consts, leaves)
+        return jax.tree_util.tree_unflatten(self.out_tree, outs)

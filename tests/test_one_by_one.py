@@ -1,0 +1,115 @@
+"""Small checks evaluate their points one at a time, op by op, from the jaxpr
+traced once; in a narrow dtype the float64 twin is then used only where the
+native differences do not settle a verdict."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcheck
+from jaxcheck._engine import jaxpr as _jaxpr
+from jaxcheck._engine.op_by_op import run_jaxpr
+
+X = jnp.linspace(-1.0, 1.0, 6)
+
+
+@jax.custom_jvp
+def _cube(x):
+    return x**3
+
+
+@_cube.defjvp
+def _cube_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return _cube(x), 3 * x**2 * t
+
+
+@jax.custom_vjp
+def _softsign(x):
+    return x / (1 + jnp.abs(x))
+
+
+_softsign.defvjp(lambda x: (_softsign(x), x), lambda x, c: (c / (1 + jnp.abs(x)) ** 2,))
+
+
+def _nested(x):
+    inner = jax.jit(lambda y: jnp.where(y > 0, _cube(y), _softsign(y)))
+    return jnp.sum(jax.checkpoint(jnp.sin)(inner(x)) * jnp.arange(1.0, 7.0))
+
+
+def test_the_interpreter_inlines_calls_and_matches_fun():
+    closed = jax.make_jaxpr(_nested)(X)
+    names = {e.primitive.name for e in closed.jaxpr.eqns}
+    assert names & {"jit", "pjit"} and names & {"remat2", "checkpoint"}
+    (value,) = run_jaxpr(closed.jaxpr, closed.consts, [X])
+    np.testing.assert_allclose(value, _nested(X), rtol=0, atol=0)
+
+
+def test_a_small_check_traces_fun_once_and_compiles_no_batch(monkeypatch):
+    traces = []
+
+    def loss(x):
+        traces.append(1)
+        return jnp.sum(jnp.tanh(x) ** 2)
+
+    report = jaxcheck.check_grad(
+        loss, X, grad=jax.grad(lambda x: jnp.sum(jnp.tanh(x) ** 2))
+    )
+    assert report.ok, str(report)
+    assert len(traces) == 1  # the trace of `prepare`; every point from its jaxpr
+    monkeypatch.setattr(_jaxpr, "ONE_BY_ONE_MAX_OPS", 0)
+    batched = jaxcheck.check_grad(
+        loss, X, grad=jax.grad(lambda x: jnp.sum(jnp.tanh(x) ** 2))
+    )
+    assert len(traces) > 2  # the batched program traces `fun` again
+    np.testing.assert_allclose(
+        report.comparison.numeric, batched.comparison.numeric, rtol=1e-12
+    )
+
+
+def test_one_by_one_locates_a_planted_bug_in_nested_rules():
+    def wrong_grad(x):
+        return jax.grad(_nested)(x).at[3].multiply(1.01)
+
+    with pytest.raises(jaxcheck.GradCheckError, match=r"worst params\[3\]"):
+        jaxcheck.assert_grad(_nested, X, grad=wrong_grad)
+    assert jaxcheck.check_grad(_nested, X).ok
+
+
+def _float32(x):
+    return jnp.asarray(x, jnp.float32)
+
+
+def test_float32_drop_in_settles_natively_without_the_twin():
+    report = jaxcheck.check_vjp(jnp.sin, (_float32(X),), atol=1e-3, rtol=1e-3)
+    assert report.ok, str(report)
+    assert "float64 twin" not in report.note
+
+
+def test_the_twin_judges_only_what_native_differences_leave_open():
+    # An offset of 1e3 leaves float32 differences too coarse to settle the
+    # default float32 floors: the twin judges those entries, and its verdicts
+    # are the report's.
+    def loss(x):
+        return jnp.sum(jnp.sin(3 * x)) + 1e3
+
+    report = jaxcheck.check_grad(loss, _float32(X))
+    assert report.ok, str(report)
+    assert "differences in a float64 twin of `fun` for the" in report.note
+
+    def wrong(x):
+        return (jnp.cos(3 * x) * 3).at[4].multiply(1.001)
+
+    with pytest.raises(jaxcheck.GradCheckError, match=r"worst params\[4\]"):
+        jaxcheck.assert_grad(loss, _float32(X), grad=wrong)
+
+
+def test_a_wrong_float32_vjp_is_caught_with_or_without_the_twin():
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sin(x)
+
+    f.defvjp(lambda x: (jnp.sin(x), x), lambda x, c: (1.02 * jnp.cos(x) * c,))
+    with pytest.raises(jaxcheck.GradCheckError, match=r"VJP check failed"):
+        jaxcheck.check_grads(f, (_float32(X),), order=1, modes=("rev",))
