@@ -17,6 +17,7 @@ import numpy as np
 
 from .._base import validate as _validate
 from .._engine.numerical_jacobian import output_leaves, output_shape
+from .._runtime.sharding import device_value
 from .._tree.pytree import is_differentiable_leaf
 from .jacobian import check_primals
 
@@ -36,7 +37,7 @@ def _random_like(infos: list[Any], seed: int) -> list[jax.Array]:
     power = sum(float(np.sum(np.abs(x) ** 2)) for x in draws)
     scale = np.sqrt(size / power) if power > 0 else 1.0
     return [
-        jnp.asarray(x * scale, np.dtype(info.dtype))
+        device_value(x * scale, np.dtype(info.dtype))
         for x, info in zip(draws, infos, strict=True)
     ]
 
@@ -87,7 +88,7 @@ def cotangents_for(fun: Callable[..., Any], primals, cotangents, seed) -> Any:
 def float_leaves(primals: tuple) -> list[jax.Array]:
     """The floating (and complex) leaves of `primals`, as arrays."""
     return [
-        jnp.asarray(x)
+        device_value(x)
         for x in jax.tree_util.tree_leaves(primals)
         if is_differentiable_leaf(x)
     ]

@@ -28,15 +28,15 @@ from .._base.validate import JACOBIAN_METHODS
 from .._engine.analytic import fun_name
 from .._engine.numerical_jacobian import (
     VectorFun,
+    flat_on_host,
     judge_jacobian,
     of_some_leaves,
     output_leaves,
     output_shape,
     prepare_vector,
-    ravel_output,
-    realify,
 )
 from .._engine.refine import Judged
+from .._runtime.sharding import device_value, host_value
 from .._tree.pytree import is_differentiable_leaf
 from .._verdict.jacobian_report import JacobianReport, jacobian_report
 from .directions import check_arguments, float_leaves, tangents_for
@@ -84,7 +84,7 @@ def _full_tangents(primals: tuple, floats: list[jax.Array]) -> tuple:
 def default_jvp(fun: Callable[..., Any], primals: tuple, tangents: list) -> Any:
     """`jax.jvp` with respect to the floating leaves of `primals` only."""
     of_floats, floats = of_some_leaves(fun, primals, is_differentiable_leaf)
-    floats = [jnp.asarray(x) for x in floats]
+    floats = [device_value(x) for x in floats]
     return jax.jvp(of_floats, (floats,), (list(tangents),))[1]
 
 
@@ -160,14 +160,14 @@ def jvp_report(
                 f"{jax.tree_util.tree_structure(analytic)}, but fun's output has "
                 f"{jax.tree_util.tree_structure(out_info)}."
             )
-    column = np.asarray(ravel_output(realify(analytic)), np.float64)[:, None]
+    column = flat_on_host(analytic)[:, None]
     dtype = max((x.dtype for x in t), key=lambda d: jnp.finfo(d).eps)
     s_dtype = jnp.finfo(dtype).dtype
     # Differences along scale·t, whose steps the engine chooses for the dtype in
     # which it differences (the float64 twin's, where there is one); a given
     # `eps` is a step along t.
     scale = _direction_scale(primals, t)
-    scaled = [x * jnp.asarray(scale, x.dtype) for x in t]
+    scaled = [device_value(host_value(x) * scale, x.dtype) for x in t]  # exact
     eps = None if options.eps is None else options.eps / scale
     along = dataclasses.replace(options, eps=eps)
     args = (primals, scaled)

@@ -20,7 +20,9 @@ from .._base import validate as _validate
 from .._base.errors import raise_if_failed
 from .._base.options import DEFAULT_MEMORY_BUDGET, Options, make_options
 from .._engine.analytic import fun_name
+from .._engine.numerical_jacobian import of_some_leaves
 from .._engine.steps import common_dtype
+from .._runtime.sharding import device_value
 from .._tree.pytree import is_differentiable_leaf
 from .._verdict.report import GradCheckReport
 from .directions import check_arguments, cotangents_for
@@ -144,10 +146,29 @@ def vjp_report(
     """The report of one VJP, without raising."""
     _validate.check_not_traced(primals, ())
     c = cotangents_for(fun, primals, cotangents, options.seed)
-    grad = None
-    if vjp_fn is not None:
+    if vjp_fn is None:
+        grad = Primals(default_vjp(fun, primals, c))
+    else:
         grad = Primals(check_like_primals(vjp_fn(c), primals, "`vjp_fn(cotangents)`"))
     return gradient_report(Pairing(fun), Primals(primals), (c,), grad, options)
+
+
+def default_vjp(fun: Callable[..., Any], primals: tuple, cotangents: Any) -> tuple:
+    """`jax.vjp(fun)(cotangents)` with respect to the floating leaves of
+    `primals` only (the others keep their values): the analytic side of a VJP
+    check. Called directly rather than as the gradient of ⟨c, fun⟩, whose
+    pairing ops would be differentiated (and compiled) too."""
+    of_floats, floats = of_some_leaves(fun, primals, is_differentiable_leaf)
+    floats = [device_value(x) for x in floats]
+    try:
+        (grads,) = jax.vjp(of_floats, floats)[1](cotangents)
+    except Exception as error:
+        error.add_note("jaxcheck: raised while computing `jax.vjp(fun)`.")
+        raise
+    leaves, treedef = jax.tree_util.tree_flatten(primals)
+    moved = iter(grads)
+    leaves = [next(moved) if is_differentiable_leaf(x) else x for x in leaves]
+    return tuple(jax.tree_util.tree_unflatten(treedef, leaves))
 
 
 def check_vjp(

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._runtime.sharding import device_value
 from .._tree.pytree import LeafInfo, Problem, format_path
 from .blocks import Block
 from .chunks import run_chunks
@@ -174,7 +175,7 @@ def _rows_one_by_one(
             copy = host.copy()
             if start <= index < start + size:
                 copy[index - start] = value
-            leaves.append(jnp.asarray(copy.reshape(shape)))
+            leaves.append(device_value(copy.reshape(shape)))
         out.append(np.asarray(point(replace_leaves(dynamic, block.positions, leaves))))
     return np.stack(out)
 

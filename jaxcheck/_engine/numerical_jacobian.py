@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._base.options import Options
+from .._runtime.sharding import host_value
 from .._tree.pytree import Problem, _is_array_leaf
 from .compare import OutputBlock
 from .evaluate import evaluate, replace_leaves
@@ -86,6 +87,18 @@ def ravel_output(out: Any) -> jax.Array:
         return jnp.zeros((0,))
     dtype = common_dtype([x.dtype for x in leaves])
     return jnp.concatenate([jnp.ravel(x).astype(dtype) for x in leaves])
+
+
+def flat_on_host(out: Any) -> np.ndarray:
+    """`ravel_output(realify(out))` on the host, as float64: no device op (and
+    no program to compile) for a value only compared there."""
+    parts = []
+    for x in jax.tree_util.tree_leaves(out):
+        x = np.asarray(host_value(x))
+        parts += [x.real.ravel(), x.imag.ravel()] if _is_complex(x) else [x.ravel()]
+    if not parts:
+        return np.zeros((0,))
+    return np.concatenate([p.astype(np.float64) for p in parts])
 
 
 # One program per output structure: run op by op (a small check), the ravels,

@@ -3,11 +3,13 @@
 A small check evaluates its perturbed points one at a time (see
 `_engine.jaxpr.runs_one_by_one`). Calling `fun` again for each would re-trace
 whatever it transforms (`jax.vjp` linearizes anew at every call); binding the
-primitives of its jaxpr instead costs one dispatch per op. Calls that only
-group ops (`jit`, `custom_jvp`/`custom_vjp` calls, `checkpoint`) are inlined:
-their primal ops are bound one by one, so each is compiled once per signature
-(primitive, parameters and input types) for the whole process and shared with
-`fun`'s own op-by-op runs, instead of once per traced check.
+primitives of its jaxpr instead costs one dispatch per op, and each op is
+compiled once per signature (primitive, parameters and input types) for the
+whole process. A `jit` inside `fun` (every `jax.numpy` function is one) is bound
+as it stands: its program is the one `fun` run op by op compiles, so it is
+shared with the analytic side. Custom rules' calls and `checkpoint` are inlined:
+only primal values are computed here, and bound whole they would be evaluated
+by JAX's own interpreter, whose ops compile apart from `fun`'s.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ import jax.extend
 # Primitives whose only job is to call a jaxpr, and the parameter holding it.
 # Only primal values are computed here, so a custom rule's call is its primal.
 _CALLS = {
-    "jit": "jaxpr",
-    "pjit": "jaxpr",
     "closed_call": "call_jaxpr",
     "core_call": "call_jaxpr",
     "remat2": "jaxpr",

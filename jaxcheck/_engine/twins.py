@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._runtime.sharding import device_value
 from .evaluate import evaluate, trace_base
 from .jaxpr import intermediate_bytes, sub_jaxprs
 from .numerical import Prepared, change
@@ -65,6 +67,14 @@ def _narrow_outputs(jaxpr) -> list[str]:
     return found
 
 
+def _widened(x: Any) -> jax.Array:
+    """`x` in 64 bits; cast on the host where it lives on one device, so that
+    no program is compiled per shape for it."""
+    if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:
+        return jnp.asarray(x, _wide(x.dtype))  # keeps its sharding
+    return device_value(np.asarray(x), _wide(x.dtype))
+
+
 def needs_float64_twin(prepared: Prepared) -> bool:
     return _is_narrow(prepared.out_dtype) or any(
         _is_narrow(leaf.dtype) for leaf in prepared.tree.leaves
@@ -80,7 +90,7 @@ def float64_twin(
     """
     tree = prepared.tree
     dynamic = tuple(
-        jnp.asarray(x, _wide(x.dtype))
+        _widened(x)
         if jnp.issubdtype(x.dtype, jnp.inexact) and _is_narrow(x.dtype)
         else x
         for x in tree.dynamic
