@@ -113,3 +113,23 @@ def test_a_wrong_float32_vjp_is_caught_with_or_without_the_twin():
     f.defvjp(lambda x: (jnp.sin(x), x), lambda x, c: (1.02 * jnp.cos(x) * c,))
     with pytest.raises(jaxcheck.GradCheckError, match=r"VJP check failed"):
         jaxcheck.check_grads(f, (_float32(X),), order=1, modes=("rev",))
+
+
+def test_output_shapes_are_traced_once_per_types_within_a_drop_in_call():
+    from jaxcheck._engine.output_shape import output_shape, remembering_output_shapes
+
+    traces = []
+
+    def f(x, n):
+        traces.append(1)
+        return jnp.sin(x) * n
+
+    with remembering_output_shapes():
+        first = output_shape(f, X, 2)
+        assert output_shape(f, X + 1.0, 2) is first
+        assert len(traces) == 1
+        output_shape(f, X.astype(jnp.float32), 2)  # new types: traced again
+        output_shape(f, X, 3)  # a new static value: traced again
+        assert len(traces) == 3
+    output_shape(f, X, 2)  # outside: nothing remembered
+    assert len(traces) == 4

@@ -24,7 +24,7 @@ from .._base.errors import GradCheckError, raise_if_failed
 from .._base.options import Options, make_options
 from .._base.validate import JACOBIAN_METHODS
 from .._engine.analytic import fun_name
-from .._engine.numerical_jacobian import output_shape
+from .._engine.output_shape import output_shape, remembering_output_shapes
 from .._tree.pytree import is_differentiable_leaf
 from .._verdict.report import GradCheckReport
 from .directions import cotangents_for
@@ -32,7 +32,7 @@ from .jacobian import check_primals
 from .jax_projection import projection_failure
 from .jax_tolerance import jax_tolerances
 from .jvp import jvp_report
-from .vjp import vjp_report
+from .vjp import linearized, vjp_report
 
 MODES = ("fwd", "rev", "lin")
 # Above this many input entries a VJP is checked in fast mode (directional probes
@@ -183,7 +183,8 @@ def check_grads(
             if order > 1:
                 check(jvp_fn, (args, args), order - 1, msg)
 
-    check(f, args, order, "")
+    with remembering_output_shapes():  # each function's is traced once
+        check(f, args, order, "")
 
 
 def _check_modes(modes: Any) -> tuple[str, ...]:
@@ -229,9 +230,10 @@ def _check_vjp(
     outputs get a zero cotangent and the rest is checked entry by entry; with a
     NaN output, a VJP that is NaN too agrees (with a warning), a finite one fails.
     """
-    out = jax.tree_util.tree_leaves(f(*args))
+    out, vjp_fn = linearized(f, args)  # one `jax.vjp`: the output and the VJP
+    out = jax.tree_util.tree_leaves(out)
     if all(np.all(np.isfinite(np.asarray(x))) for x in out):
-        _judge_vjp(vjp_report(f, args, None, None, options), options, what)
+        _judge_vjp(vjp_report(f, args, vjp_fn, None, options), options, what)
         return
     c = cotangents_for(f, args, None, options.seed)
     if not any(np.any(np.isnan(np.asarray(x))) for x in out):
@@ -241,9 +243,9 @@ def _check_vjp(
             for x, o in zip(jax.tree_util.tree_leaves(c), out, strict=True)
         ]
         c = jax.tree_util.tree_unflatten(treedef, masked)
-        _judge_vjp(vjp_report(f, args, None, c, options), options, what)
+        _judge_vjp(vjp_report(f, args, vjp_fn, c, options), options, what)
         return
-    vjp = jax.tree_util.tree_leaves(jax.vjp(f, *args)[1](c))
+    vjp = jax.tree_util.tree_leaves(vjp_fn(c))
     if all(np.all(np.isfinite(np.asarray(x))) for x in vjp if _is_numeric(x)):
         raise GradCheckError(
             f"{what} check failed: `f` is NaN at `args`, so are its finite "

@@ -28,9 +28,9 @@ from .._engine.numerical_jacobian import (
     analytic_jacobian,
     judge_jacobian,
     output_leaves,
-    output_shape,
     prepare_vector,
 )
+from .._engine.output_shape import output_shape
 from .._verdict.jacobian_report import JacobianReport, jacobian_report
 
 AUTODIFF = ("rev", "fwd")

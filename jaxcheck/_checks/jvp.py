@@ -32,9 +32,9 @@ from .._engine.numerical_jacobian import (
     judge_jacobian,
     of_some_leaves,
     output_leaves,
-    output_shape,
     prepare_vector,
 )
+from .._engine.output_shape import output_shape
 from .._engine.refine import Judged
 from .._runtime.sharding import device_value, host_value
 from .._tree.pytree import is_differentiable_leaf

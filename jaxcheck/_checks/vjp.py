@@ -147,28 +147,40 @@ def vjp_report(
     _validate.check_not_traced(primals, ())
     c = cotangents_for(fun, primals, cotangents, options.seed)
     if vjp_fn is None:
-        grad = Primals(default_vjp(fun, primals, c))
+        grad = Primals(linearized(fun, primals)[1](c))
     else:
         grad = Primals(check_like_primals(vjp_fn(c), primals, "`vjp_fn(cotangents)`"))
     return gradient_report(Pairing(fun), Primals(primals), (c,), grad, options)
 
 
-def default_vjp(fun: Callable[..., Any], primals: tuple, cotangents: Any) -> tuple:
-    """`jax.vjp(fun)(cotangents)` with respect to the floating leaves of
-    `primals` only (the others keep their values): the analytic side of a VJP
-    check. Called directly rather than as the gradient of ⟨c, fun⟩, whose
-    pairing ops would be differentiated (and compiled) too."""
+def linearized(
+    fun: Callable[..., Any], primals: tuple
+) -> tuple[Any, Callable[[Any], tuple]]:
+    """`fun(*primals)` and its VJP with respect to the floating leaves of
+    `primals` (the others come back as they are), from one `jax.vjp`: the
+    analytic side of a VJP check. Called directly rather than as the gradient
+    of ⟨c, fun⟩, whose pairing ops would be differentiated (and compiled) too."""
     of_floats, floats = of_some_leaves(fun, primals, is_differentiable_leaf)
     floats = [device_value(x) for x in floats]
+    note = "jaxcheck: raised while computing `jax.vjp(fun)`."
     try:
-        (grads,) = jax.vjp(of_floats, floats)[1](cotangents)
+        out, pullback = jax.vjp(of_floats, floats)
     except Exception as error:
-        error.add_note("jaxcheck: raised while computing `jax.vjp(fun)`.")
+        error.add_note(note)
         raise
     leaves, treedef = jax.tree_util.tree_flatten(primals)
-    moved = iter(grads)
-    leaves = [next(moved) if is_differentiable_leaf(x) else x for x in leaves]
-    return tuple(jax.tree_util.tree_unflatten(treedef, leaves))
+
+    def vjp_fn(cotangents: Any) -> tuple:
+        try:
+            (grads,) = pullback(cotangents)
+        except Exception as error:
+            error.add_note(note)
+            raise
+        moved = iter(grads)
+        new = [next(moved) if is_differentiable_leaf(x) else x for x in leaves]
+        return tuple(jax.tree_util.tree_unflatten(treedef, new))
+
+    return out, vjp_fn
 
 
 def check_vjp(

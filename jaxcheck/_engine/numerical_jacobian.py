@@ -24,7 +24,7 @@ import numpy as np
 
 from .._base.options import Options
 from .._runtime.sharding import host_value
-from .._tree.pytree import Problem, _is_array_leaf
+from .._tree.pytree import Problem
 from .compare import OutputBlock
 from .evaluate import evaluate, replace_leaves
 from .lazy_twin import judge_twinned
@@ -138,15 +138,6 @@ def of_some_leaves(
         return fun(*jax.tree_util.tree_unflatten(treedef, new))
 
     return of_kept, [leaves[i] for i in where]
-
-
-def output_shape(fun: Callable[..., Any], *args: Any) -> Any:
-    """`jax.eval_shape(fun, *args)` with non-array leaves (strings, ints) static."""
-    try:
-        return jax.eval_shape(*of_some_leaves(fun, args, _is_array_leaf))
-    except Exception as error:
-        error.add_note("jaxcheck: raised by `fun` while its output shape was traced.")
-        raise
 
 
 @dataclasses.dataclass(frozen=True)
