@@ -36,7 +36,8 @@ from .._engine.numerical_jacobian import (
 )
 from .._engine.output_shape import output_shape
 from .._engine.refine import Judged
-from .._runtime.sharding import device_value, host_value
+from .._runtime.sharding import host_value
+from .._tree.device import device_value
 from .._tree.pytree import is_differentiable_leaf
 from .._verdict.jacobian_report import JacobianReport, jacobian_report
 from .directions import check_arguments, float_leaves, tangents_for

@@ -19,7 +19,7 @@ from .._engine.analytic import analytic_side, fun_name
 from .._engine.chunks import noting_fallbacks
 from .._engine.directional import DEFAULT_PROBES
 from .._engine.evaluate import trace_base
-from .._engine.lazy_twin import judge_twinned
+from .._engine.lazy_twin import is_lazy, judge_twinned
 from .._engine.narrowing import probe_leaves
 from .._engine.numerical import Prepared, prepare
 from .._engine.refine import Judged, judge
@@ -73,8 +73,8 @@ def _judged(
         adapt_steps=options.adapt_steps,
         **options.evaluation,
     )
-    if prepared.point is not None and options.mode != "fast":
-        # Points one at a time: the float64 twin only where it is needed.
+    if is_lazy(prepared, options.tolerance, method) and options.mode != "fast":
+        # The float64 twin only where it is needed.
         entries, checked, probes = _entries_to_compare(
             leaves, prepared, analytic, options
         )

@@ -22,7 +22,7 @@ from .._base.options import DEFAULT_MEMORY_BUDGET, Options, make_options
 from .._engine.analytic import fun_name
 from .._engine.numerical_jacobian import of_some_leaves
 from .._engine.steps import common_dtype
-from .._runtime.sharding import device_value
+from .._tree.device import device_value
 from .._tree.pytree import is_differentiable_leaf
 from .._verdict.report import GradCheckReport
 from .directions import check_arguments, cotangents_for

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._runtime.sharding import device_value
+from .._tree.device import device_value
 from .._tree.pytree import LeafInfo, Problem, format_path
 from .blocks import Block
 from .chunks import run_chunks

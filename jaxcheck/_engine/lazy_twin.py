@@ -3,7 +3,10 @@
 When a check evaluates its points one at a time (`runs_one_by_one`), its native
 differences cost dispatches of ops the analytic side has compiled already, while
 the twin compiles every op of `fun` once more, in float64: for a small function
-that is most of a check's time. So there the native differences are judged
+that is most of a check's time. Under the drop-in's floors (JAX's tolerances,
+far wider than a float32 difference's error), a compiled check's native
+differences settle nearly every verdict too, and the twin's program is never
+compiled. So there the native differences are judged
 first, and only the values they do not settle are judged again in the twin,
 whose verdicts replace theirs. A value is settled by a pass that holds wherever
 within its error bound the exact derivative lies, under the band without that
@@ -17,10 +20,20 @@ import dataclasses
 
 import numpy as np
 
+from .._base.options import Tolerance
 from .compare import Comparison
 from .numerical import Prepared
 from .refine import Judged, judge
 from .twins import float64_twin, needs_float64_twin, numerical_side, x64
+
+
+def is_lazy(prepared: Prepared, tolerance: Tolerance, method: str) -> bool:
+    """Whether the twin waits for the native differences: where the points run
+    one at a time, or where the tolerance has floors (the drop-in's, as wide
+    as JAX's), which native differences nearly always settle."""
+    return method != "complex" and (
+        prepared.point is not None or bool(tolerance.floors)
+    )
 
 
 def judge_twinned(
@@ -35,8 +48,11 @@ def judge_twinned(
     """`judge` on the numerical side `numerical_side` picks (the float64 twin
     where `fun` is narrow and the twin faithful), lazily where the points run
     one at a time. Returns the verdicts and the note on the differences."""
-    lazy = prepared.point is not None and method != "complex"
-    if not (lazy and shadow and needs_float64_twin(prepared)):
+    if not (
+        is_lazy(prepared, judging["tolerance"], method)
+        and shadow
+        and needs_float64_twin(prepared)
+    ):
         with numerical_side(prepared, base_value, shadow, method) as (numerical, note):
             return judge(numerical, analytic, method=method, **judging), note
     judged = judge(prepared, analytic, method=method, **judging)

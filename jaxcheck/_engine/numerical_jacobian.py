@@ -86,7 +86,14 @@ def ravel_output(out: Any) -> jax.Array:
     if not leaves:
         return jnp.zeros((0,))
     dtype = common_dtype([x.dtype for x in leaves])
-    return jnp.concatenate([jnp.ravel(x).astype(dtype) for x in leaves])
+    # No op where none is needed: op by op, each is compiled per shape.
+    flat = [
+        (x.reshape(-1) if x.ndim != 1 else x).astype(dtype)
+        if x.dtype != dtype
+        else (x.reshape(-1) if x.ndim != 1 else x)
+        for x in leaves
+    ]
+    return flat[0] if len(flat) == 1 else jnp.concatenate(flat)
 
 
 def flat_on_host(out: Any) -> np.ndarray:
@@ -101,9 +108,10 @@ def flat_on_host(out: Any) -> np.ndarray:
     return np.concatenate([p.astype(np.float64) for p in parts])
 
 
-# One program per output structure: run op by op (a small check), the ravels,
-# casts and the concatenation would each compile apart.
-_flat_real = jax.jit(lambda out: ravel_output(realify(out)))
+def _flat_real(out: Any) -> jax.Array:
+    # Not one program per output structure: op by op (a small check), its few
+    # ops are compiled per shape and shared by every function of those shapes.
+    return ravel_output(realify(out))
 
 
 @dataclasses.dataclass(frozen=True)

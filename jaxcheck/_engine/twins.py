@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._runtime.sharding import device_value
+from .._tree.device import device_value
 from .evaluate import evaluate, trace_base
 from .jaxpr import intermediate_bytes, sub_jaxprs
 from .numerical import Prepared, change

@@ -26,7 +26,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -138,17 +137,6 @@ def place(
                 jax.make_array_from_callback(r.shape, target, lambda i, r=r: r[i])
             )
     return out
-
-
-def device_value(x: Any, dtype: Any = None) -> jax.Array:
-    """`jnp.asarray(x, dtype)` for a host array, copied to the device as it is
-    (cast on the host), so that no program is compiled per shape to make it
-    (`jnp.asarray` of a NumPy array compiles one). Device arrays and Python
-    scalars (weakly typed) go through `jnp.asarray`."""
-    if not isinstance(x, np.ndarray | np.generic):
-        return jnp.asarray(x, dtype)
-    dtype = jax.dtypes.canonicalize_dtype(x.dtype if dtype is None else dtype)
-    return jax.device_put(np.asarray(x).astype(dtype, copy=False))
 
 
 def host_value(x: Any) -> np.ndarray:

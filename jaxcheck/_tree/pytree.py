@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 
+from .device import device_value
+
 # What a leaf is in the split.
 DIFF = "diff"  # perturbed
 ARRAY = "array"  # traced, passed through unperturbed
@@ -195,7 +197,7 @@ def split(fun: Callable[..., Any], params: Any, args: tuple[Any, ...]) -> SplitT
         in_params = key_path[0].idx == 0
         path = jax.tree_util.keystr(key_path[1:])
         if in_params and is_differentiable_leaf(leaf):
-            array = jnp.asarray(leaf)
+            array = device_value(leaf)
             weak = isinstance(leaf, (float, complex))
             leaves.append(
                 LeafInfo(
@@ -214,7 +216,7 @@ def split(fun: Callable[..., Any], params: Any, args: tuple[Any, ...]) -> SplitT
             dynamic.append(array)
         elif _is_array_leaf(leaf):
             kinds.append(ARRAY)
-            dynamic.append(leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf))
+            dynamic.append(leaf if isinstance(leaf, jax.Array) else device_value(leaf))
             if in_params:
                 skipped.append(
                     (path, f"{_describe(leaf)}: not floating, not perturbed")
