@@ -133,3 +133,46 @@ def test_output_shapes_are_traced_once_per_types_within_a_drop_in_call():
         assert len(traces) == 3
     output_shape(f, X, 2)  # outside: nothing remembered
     assert len(traces) == 4
+
+
+def test_host_twins_of_the_wrappers_agree_with_their_programs():
+    # One by one, jaxcheck's own wrappers run as NumPy on the host; compiled,
+    # as programs. Both must give the same numbers.
+    from jaxcheck._checks.jvp import Directional
+    from jaxcheck._checks.vjp import Pairing
+    from jaxcheck._engine.numerical_jacobian import VectorFun
+    from jaxcheck._engine.op_by_op import run_jaxpr
+
+    def f(z, x):
+        return {"a": jnp.sin(z) * x[0], "b": jnp.stack([x, x**2])}
+
+    z = jnp.array([0.5 + 1.0j, -1.5 + 0.25j])
+    x = jnp.linspace(0.5, 1.5, 3)
+    c = [jnp.array([1.0 - 2.0j, 0.0 + 0.0j]), jnp.ones((2, 3)) * 0.5]
+    for wrapper, args in [
+        (lambda z, x, c: Pairing(f)((z, x), c), (z, x, c)),
+        (lambda z, x: VectorFun(Directional(f))(0.25, (z, x), [z, x]), (z, x)),
+    ]:
+        closed = jax.make_jaxpr(wrapper)(*args)
+        leaves = jax.tree_util.tree_leaves(args)
+        (one_by_one,) = run_jaxpr(closed.jaxpr, closed.consts, leaves)
+        np.testing.assert_allclose(one_by_one, jax.jit(wrapper)(*args), rtol=1e-13)
+
+
+def test_a_wrong_complex_vjp_is_caught_one_by_one():
+    def sin_with_vjp(factors):
+        @jax.custom_vjp
+        def f(z):
+            return jnp.sin(z)
+
+        f.defvjp(lambda z: (jnp.sin(z), z), lambda z, c: (c * jnp.cos(z) * factors,))
+        return f
+
+    z = jnp.array([0.5 + 1.0j, -1.5 + 0.25j, 0.1 - 0.3j])
+    right = sin_with_vjp(jnp.ones(3))
+    jaxcheck.check_grads(right, (z,), order=1, modes=("rev",))
+    wrong = sin_with_vjp(jnp.array([1.0, 1.0, 1.05]))
+    with pytest.raises(
+        jaxcheck.GradCheckError, match=r"1 of 3 entries differ.*primals\[0\]\[2\]"
+    ):
+        jaxcheck.check_grads(wrong, (z,), order=1, modes=("rev",))

@@ -34,6 +34,7 @@ from .._engine.numerical_jacobian import (
     output_leaves,
     prepare_vector,
 )
+from .._engine.op_by_op import host_twin
 from .._engine.output_shape import output_shape
 from .._engine.refine import Judged
 from .._runtime.sharding import host_value
@@ -43,7 +44,11 @@ from .._verdict.jacobian_report import JacobianReport, jacobian_report
 from .directions import check_arguments, float_leaves, tangents_for
 
 
-@jax.jit  # one program per shape, for the op-by-op evaluation of small checks
+def _moved_on_host(x: np.ndarray, s: np.ndarray, t: np.ndarray) -> list:
+    return [x + s.astype(x.dtype) * t.astype(x.dtype)]
+
+
+@host_twin(_moved_on_host)  # one program per shape, compiled checks only
 def _moved(x: Any, s: jax.Array, t: jax.Array) -> jax.Array:
     """x + s·t in x's dtype, cast explicitly (a real s and a complex x or t must
     not rely on implicit promotion)."""

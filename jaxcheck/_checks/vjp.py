@@ -21,6 +21,7 @@ from .._base.errors import raise_if_failed
 from .._base.options import DEFAULT_MEMORY_BUDGET, Options, make_options
 from .._engine.analytic import fun_name
 from .._engine.numerical_jacobian import of_some_leaves
+from .._engine.op_by_op import host_twin
 from .._engine.steps import common_dtype
 from .._tree.device import device_value
 from .._tree.pytree import is_differentiable_leaf
@@ -51,13 +52,32 @@ jax.tree_util.register_pytree_with_keys(
 )
 
 
-@jax.jit  # one program per shape: run op by op, its five ops compile apart
-def _paired(c: jax.Array, o: jax.Array) -> jax.Array:
-    """Σ Re(c · o) in their common dtype, cast explicitly; a zero cotangent
-    pairs to 0 even with an infinite output entry."""
-    dtype = common_dtype([c.dtype, o.dtype])
-    c, o = c.astype(dtype), o.astype(dtype)
-    return jnp.sum(jnp.real(jnp.where(c == 0, jnp.zeros_like(c), c * o)))
+def _pair_on_host(*leaves: np.ndarray) -> list:
+    """`_pair` on the host, in 64 bits, its inputs being its flat leaves."""
+    half = len(leaves) // 2
+    wide = [
+        x.astype(np.complex128 if np.iscomplexobj(x) else np.float64) for x in leaves
+    ]
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = sum(
+            np.sum(np.real(np.where(c == 0, 0.0, c * o)))
+            for c, o in zip(wide[:half], wide[half:], strict=True)
+        )
+    return [total]
+
+
+@host_twin(_pair_on_host)  # one program per shape, compiled checks only
+def _pair(cotangents: list[jax.Array], out: list[jax.Array]) -> jax.Array:
+    """Σ Re(c · o) over the leaves, in their common dtype, cast explicitly (a
+    user may have made promotion strict); a zero cotangent pairs to 0 even with
+    an infinite output entry."""
+    terms = []
+    for c, o in zip(cotangents, out, strict=True):
+        dtype = common_dtype([c.dtype, o.dtype])
+        c, o = c.astype(dtype), o.astype(dtype)
+        terms.append(jnp.sum(jnp.real(jnp.where(c == 0, jnp.zeros_like(c), c * o))))
+    dtype = common_dtype([t.dtype for t in terms])
+    return sum((t.astype(dtype) for t in terms[1:]), terms[0].astype(dtype))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,15 +88,7 @@ class Pairing:
 
     def __call__(self, primals: tuple[Any, ...], cotangents: Any) -> jax.Array:
         out = jax.tree_util.tree_leaves(self.fun(*primals))
-        # A zero cotangent pairs to 0 even with an infinite output entry.
-        terms = [
-            _paired(c, o)
-            for c, o in zip(jax.tree_util.tree_leaves(cotangents), out, strict=True)
-        ]
-        # Cast explicitly: jaxcheck must not rely on implicit promotion, which a
-        # user may have made strict.
-        dtype = common_dtype([t.dtype for t in terms])
-        return sum((t.astype(dtype) for t in terms[1:]), terms[0].astype(dtype))
+        return _pair(jax.tree_util.tree_leaves(cotangents), out)
 
     def __repr__(self) -> str:
         return f"VJP of {fun_name(self.fun)}"

@@ -29,6 +29,7 @@ from .compare import OutputBlock
 from .evaluate import evaluate, replace_leaves
 from .lazy_twin import judge_twinned
 from .numerical import Prepared, prepare
+from .op_by_op import host_twin
 from .refine import Judged
 from .steps import common_dtype
 
@@ -108,9 +109,15 @@ def flat_on_host(out: Any) -> np.ndarray:
     return np.concatenate([p.astype(np.float64) for p in parts])
 
 
+def _flat_on_host(*leaves: np.ndarray) -> list:
+    parts = []
+    for x in leaves:
+        parts += [x.real.ravel(), x.imag.ravel()] if _is_complex(x) else [x.ravel()]
+    return [np.concatenate(parts) if parts else np.zeros((0,))]
+
+
+@host_twin(_flat_on_host)  # one program per output structure, compiled checks only
 def _flat_real(out: Any) -> jax.Array:
-    # Not one program per output structure: op by op (a small check), its few
-    # ops are compiled per shape and shared by every function of those shapes.
     return ravel_output(realify(out))
 
 

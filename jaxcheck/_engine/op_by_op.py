@@ -10,16 +10,24 @@ as it stands: its program is the one `fun` run op by op compiles, so it is
 shared with the analytic side. Custom rules' calls and `checkpoint` are inlined:
 only primal values are computed here, and bound whole they would be evaluated
 by JAX's own interpreter, whose ops compile apart from `fun`'s.
+
+jaxcheck's own wrappers around `fun` (moving θ along a tangent, pairing the
+output with a cotangent, flattening it) are programs registered with
+`host_twin`: one by one, their NumPy twins run instead, on the host, so they
+compile nothing for each new shape of `fun`'s inputs and outputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.extend
+import numpy as np
+
+from .._tree.device import device_value
 
 # Primitives whose only job is to call a jaxpr, and the parameter holding it.
 # Only primal values are computed here, so a custom rule's call is its primal.
@@ -32,6 +40,39 @@ _CALLS = {
     "custom_vjp_call": "call_jaxpr",
     "custom_vjp_call_jaxpr": "fun_jaxpr",
 }
+
+
+# The NumPy twins of jaxcheck's wrapper programs, by the programs' names.
+_HOST_TWINS: dict[str, Callable[..., list[np.ndarray]]] = {}
+
+
+def host_twin(
+    twin: Callable[..., list[np.ndarray]],
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: `jax.jit(fun)`, whose op-by-op evaluation runs `twin` on the
+    host instead. `twin(*inputs)` takes and returns the program's flat inputs
+    and outputs as NumPy arrays; they are cast to the program's output types."""
+
+    def register(fun: Callable[..., Any]) -> Callable[..., Any]:
+        fun.__name__ = f"jaxcheck_{fun.__name__.lstrip('_')}"
+        _HOST_TWINS[fun.__name__] = twin
+        return jax.jit(fun)
+
+    return register
+
+
+def _on_host(eqn: Any, inputs: list[Any]) -> list[Any] | None:
+    """The outputs of a registered wrapper program, computed by its twin."""
+    if eqn.primitive.name not in ("jit", "pjit"):
+        return None
+    twin = _HOST_TWINS.get(eqn.params.get("name"))
+    if twin is None:
+        return None
+    outputs = twin(*(np.asarray(x) for x in inputs))
+    return [
+        device_value(np.asarray(out).astype(var.aval.dtype))
+        for out, var in zip(outputs, eqn.outvars, strict=True)
+    ]
 
 
 def _parts(sub: Any) -> tuple[Any, Sequence[Any]]:
@@ -54,6 +95,10 @@ def run_jaxpr(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any]) -> list[An
     env.update(zip(jaxpr.invars, args, strict=True))
     for eqn in jaxpr.eqns:
         inputs = [read(v) for v in eqn.invars]
+        hosted = _on_host(eqn, inputs)
+        if hosted is not None:
+            env.update(zip(eqn.outvars, hosted, strict=True))
+            continue
         key = _CALLS.get(eqn.primitive.name)
         sub = eqn.params.get(key) if key else None
         if sub is not None and hasattr(_parts(sub)[0], "eqns"):
