@@ -11,7 +11,8 @@ from jax.flatten_util import ravel_pytree
 
 from .._base import validate as _validate
 from .._base.options import DEFAULT_MEMORY_BUDGET
-from .._engine.numerical import base_value_of, finite_differences, prepare
+from .._engine.analytic import base_value_of
+from .._engine.numerical import finite_differences, prepare
 from .._engine.twins import numerical_side
 from .._tree.pytree import SplitTree, leaf_values_to_params
 

@@ -12,8 +12,8 @@ import numpy as np
 from .._base import validate as _validate
 from .._runtime.sharding import host_value
 from .._tree.pytree import SplitTree, format_path
-from .evaluate import value_and_grad
-from .numerical import Prepared, base_value_of
+from .evaluate import evaluate, value_and_grad
+from .numerical import Prepared
 
 
 def fun_name(fun: Callable[..., Any]) -> str:
@@ -87,9 +87,16 @@ def given_gradient_leaves(grad: Any, params: Any, tree: SplitTree) -> list[np.nd
 
 
 def analytic_side(
-    grad: Any, prepared: Prepared, params: Any, args: tuple[Any, ...]
-) -> tuple[float, list[np.ndarray]]:
-    """The base value J(θ) and the analytic gradient at the perturbed leaves."""
+    grad: Any,
+    prepared: Prepared,
+    params: Any,
+    args: tuple[Any, ...],
+    base: bool = True,
+) -> tuple[float | None, list[np.ndarray]]:
+    """The base value J(θ) and the analytic gradient at the perturbed leaves.
+
+    Without `base`, a given `grad` comes with None for J(θ), which the caller
+    takes from the first differences instead (one program fewer to compile)."""
     tree = prepared.tree
     if grad is None:
         positions = tuple(leaf.position for leaf in tree.leaves)
@@ -103,7 +110,7 @@ def analytic_side(
         value = float(value)
         _validate.check_base_value(value, tree)
         return value, [host_value(x) for x in leaves]
-    value = base_value_of(prepared)
+    value = base_value_of(prepared) if base else None
     if callable(grad):
         try:
             grad = grad(params, *args)
@@ -113,3 +120,22 @@ def analytic_side(
             )
             raise
     return value, given_gradient_leaves(grad, params, tree)
+
+
+def base_output(prepared: Prepared) -> np.ndarray:
+    """J(θ), as float64 (a vector for a `fun` with several outputs)."""
+    tree = prepared.tree
+    value = evaluate(
+        tree.problem, tree.dynamic, eager=prepared.eager, point=prepared.point
+    )
+    return np.asarray(value, np.float64)
+
+
+def base_value_of(prepared: Prepared) -> float:
+    tree = prepared.tree
+    value = evaluate(
+        tree.problem, tree.dynamic, eager=prepared.eager, point=prepared.point
+    )
+    value = float(value)
+    _validate.check_base_value(value, tree)
+    return value

@@ -21,6 +21,7 @@ import dataclasses
 import numpy as np
 
 from .._base.options import Tolerance
+from .analytic import base_output
 from .compare import Comparison
 from .numerical import Prepared
 from .refine import Judged, judge
@@ -38,7 +39,7 @@ def is_lazy(prepared: Prepared, tolerance: Tolerance, method: str) -> bool:
 
 def judge_twinned(
     prepared: Prepared,
-    base_value: float | np.ndarray,
+    base_value: float | np.ndarray | None,
     analytic: np.ndarray,
     *,
     shadow: bool,
@@ -47,12 +48,19 @@ def judge_twinned(
 ) -> tuple[Judged, str]:
     """`judge` on the numerical side `numerical_side` picks (the float64 twin
     where `fun` is narrow and the twin faithful), lazily where the points run
-    one at a time. Returns the verdicts and the note on the differences."""
+    one at a time. Returns the verdicts and the note on the differences.
+
+    `base_value` is J(θ), which the twin must reproduce to be faithful; None
+    evaluates it where it is needed (lazily, it comes from the native batch).
+    """
     if not (
         is_lazy(prepared, judging["tolerance"], method)
         and shadow
         and needs_float64_twin(prepared)
     ):
+        twin = shadow and method != "complex" and needs_float64_twin(prepared)
+        if base_value is None and twin:
+            base_value = base_output(prepared)
         with numerical_side(prepared, base_value, shadow, method) as (numerical, note):
             return judge(numerical, analytic, method=method, **judging), note
     judged = judge(prepared, analytic, method=method, **judging)
@@ -63,6 +71,8 @@ def judge_twinned(
     entries = judging.pop("entries", None)
     again_at = rows if entries is None else np.asarray(entries)[rows]
     with x64():
+        if base_value is None:
+            base_value = judged.base
         twin, why = float64_twin(prepared, base_value)
         if twin is None:
             return judged, f"differences in the native dtype: {why}"
@@ -93,4 +103,5 @@ def _merged(judged: Judged, rows: np.ndarray, again: Judged) -> Judged:
         put(judged.steps, again.steps),
         max(judged.spread, again.spread),
         put(judged.settled, again.settled),
+        judged.base,
     )

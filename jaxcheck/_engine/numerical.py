@@ -19,7 +19,7 @@ from .._runtime.fingerprint import fingerprint
 from .._runtime.multiprocess import agree, is_multiprocess
 from .._runtime.sharding import adopt, host_value
 from .._tree.pytree import SplitTree, format_path, split
-from .evaluate import evaluate, trace_base
+from .evaluate import trace_base
 from .jaxpr import intermediate_bytes, runs_eagerly, runs_one_by_one
 from .op_by_op import OpByOp
 from .perturb import evaluate_shifts
@@ -125,6 +125,7 @@ class Differences:
     forward: np.ndarray  # (n, M)
     backward: np.ndarray  # (n, M)
     spread: float  # largest spread of J(θ) re-evaluated within one batch
+    base: np.ndarray | None = None  # (n, M): J(θ) from the batch of each entry
 
 
 def change(upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
@@ -254,7 +255,7 @@ def differences(
     # A complex entry's bound is the larger of its real and imaginary steps'.
     noise = np.fmax.reduce(roundoff_bound(u, scale, width), axis=0)
     return Differences(
-        entries, derivative, noise, steps, forward, backward, shifted.spread
+        entries, derivative, noise, steps, forward, backward, shifted.spread, base
     )
 
 
@@ -283,13 +284,3 @@ def finite_differences(
         memory_budget=memory_budget,
         repeats=repeats,
     )
-
-
-def base_value_of(prepared: Prepared) -> float:
-    tree = prepared.tree
-    value = evaluate(
-        tree.problem, tree.dynamic, eager=prepared.eager, point=prepared.point
-    )
-    value = float(value)
-    _validate.check_base_value(value, tree)
-    return value

@@ -55,6 +55,7 @@ class Judged:
     # holds anywhere within the numerical value's error bound, under the band
     # without that bound, or NaN on both sides where that agrees.
     settled: np.ndarray | None = None
+    base: np.ndarray | None = None  # J(θ), from the first batch (as float64)
 
 
 def _take(d: Differences, keep: np.ndarray) -> Differences:
@@ -290,4 +291,5 @@ def judge(
     if is_vector:
         comparison = comparison.column(0)
         steps, settled = steps[:, 0], settled[:, 0]
-    return Judged(comparison, steps, first.spread, settled)
+    base = None if first.base is None or not len(first.base) else first.base[0]
+    return Judged(comparison, steps, first.spread, settled, base)
