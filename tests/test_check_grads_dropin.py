@@ -269,3 +269,55 @@ def test_a_vjp_off_by_a_factor_below_atol_is_caught_as_jax_catches_it():
     jaxcheck.check_grads(
         _divide_with_vjp(1.0), (x, y), 1, modes=["rev"], atol=tol, rtol=tol
     )
+
+
+def test_the_projection_along_the_error_catches_what_a_random_one_may_miss():
+    # Complex entries of about 0.05, far below atol 0.15: the doubled VJP shows
+    # in the projection along its own error (0.80 against 0.40) whatever the
+    # random draws.
+    rng = np.random.default_rng(1)
+
+    def c64(*shape):
+        z = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+        return jnp.asarray(z, jnp.complex64)
+
+    x, y = c64(3, 2), c64(3, 2) * 25
+    tol = {np.complex64: 0.15}
+    with pytest.raises(GradCheckError, match="projection along the error differs"):
+        jaxcheck.check_grads(
+            _divide_with_vjp(2.0), (x, y), 1, modes=["rev"], atol=tol, rtol=tol
+        )
+    jaxcheck.check_grads(
+        _divide_with_vjp(1.0), (x, y), 1, modes=["rev"], atol=tol, rtol=tol
+    )
+
+
+def _index_take_with_vjp(scale):
+    idxs, axes = (np.array([0, 2, 1]),), (0,)  # NumPy int64 indices
+
+    def take(src):
+        return jax.lax.index_take(src, idxs, axes)
+
+    @jax.custom_vjp
+    def mutant(src):
+        return take(src)
+
+    def bwd(vjp, g):  # the VJP function itself is the residual
+        return tuple(scale * x for x in vjp(g))
+
+    mutant.defvjp(lambda src: jax.vjp(take, src), bwd)
+    return mutant
+
+
+def test_the_twin_traces_in_64_bits_under_strict_promotion():
+    # With x64 off the NumPy indices are int32; in the twin's 64 bits they stay
+    # int64 where JAX's own are int32. Strict promotion must not cost the twin,
+    # whose differences show a doubled bfloat16 VJP that native differences at
+    # eps=1 are too coarse to see.
+    src = (np.random.default_rng(0).normal(size=(3, 4, 5)) * 3).astype(jnp.bfloat16)
+    with jax.enable_x64(False), jax.numpy_dtype_promotion("strict"):
+        with pytest.raises(GradCheckError, match=r"VJP check failed: FAILED"):
+            jaxcheck.check_grads(_index_take_with_vjp(2.0), (src,), 1, ["rev"], eps=1.0)
+        jaxcheck.check_grads(_index_take_with_vjp(1.0), (src,), 1, ["rev"], eps=1.0)
+        report = jaxcheck.check_vjp(_index_take_with_vjp(2.0), (src,), eps=1.0)
+    assert "float64 twin" in report.note and not report.ok

@@ -35,12 +35,17 @@ from .op_by_op import OpByOp
 _VALUE_ULPS = 1024
 
 
+@contextlib.contextmanager
 def x64():
-    """A context in which JAX computes in 64 bits."""
+    """A context in which JAX computes in 64 bits, with standard dtype
+    promotion: there, NumPy integer constants that `fun` closes over become
+    int64 while indices JAX computes stay int32, a mix that a user's strict
+    promotion (right for `fun` in its own dtype) would refuse in the twin."""
     enable = getattr(jax, "enable_x64", None)
     if enable is None:  # older JAX
         from jax.experimental import enable_x64 as enable
-    return enable(True)
+    with enable(True), jax.numpy_dtype_promotion("standard"):
+        yield
 
 
 def _is_narrow(dtype) -> bool:
