@@ -262,7 +262,9 @@ def test_a_vjp_off_by_a_factor_below_atol_is_caught_as_jax_catches_it():
         jax_check_grads(
             _divide_with_vjp(2.0), (x, y), 1, modes=["rev"], atol=tol, rtol=tol
         )
-    with pytest.raises(GradCheckError, match="VJP check failed: the cotangent proj"):
+    with pytest.raises(
+        GradCheckError, match="VJP check failed: the (VJP.s error|cotangent proj)"
+    ):
         jaxcheck.check_grads(
             _divide_with_vjp(2.0), (x, y), 1, modes=["rev"], atol=tol, rtol=tol
         )
@@ -272,9 +274,9 @@ def test_a_vjp_off_by_a_factor_below_atol_is_caught_as_jax_catches_it():
 
 
 def test_the_projection_along_the_error_catches_what_a_random_one_may_miss():
-    # Complex entries of about 0.05, far below atol 0.15: the doubled VJP shows
-    # in the projection along its own error (0.80 against 0.40) whatever the
-    # random draws.
+    # Complex entries of about 0.05, far below atol 0.15: the doubled VJP's
+    # error has the size of a random projection that fails JAX's test,
+    # whatever the random draws.
     rng = np.random.default_rng(1)
 
     def c64(*shape):
@@ -283,7 +285,7 @@ def test_the_projection_along_the_error_catches_what_a_random_one_may_miss():
 
     x, y = c64(3, 2), c64(3, 2) * 25
     tol = {np.complex64: 0.15}
-    with pytest.raises(GradCheckError, match="projection along the error differs"):
+    with pytest.raises(GradCheckError, match="VJP's error is .* in size"):
         jaxcheck.check_grads(
             _divide_with_vjp(2.0), (x, y), 1, modes=["rev"], atol=tol, rtol=tol
         )
