@@ -6,9 +6,9 @@ the twin compiles every op of `fun` once more, in float64: for a small function
 that is most of a check's time. Under the drop-in's floors (JAX's tolerances,
 far wider than a float32 difference's error), a compiled check's native
 differences settle nearly every verdict too, and the twin's program is never
-compiled. So there the native differences are judged
-first, and only the values they do not settle are judged again in the twin,
-whose verdicts replace theirs. A value is settled by a pass that holds wherever
+compiled. So there the native differences are judged first, and only the
+values they do not settle are judged again in the twin, whose verdicts replace
+theirs. A value is settled by a pass that holds wherever
 within its error bound the exact derivative lies, under the band without that
 bound: the twin, nearer the exact derivative, would pass it too. Failures,
 narrow passes and inconclusive values all go to the twin.
