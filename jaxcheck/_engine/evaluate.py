@@ -206,10 +206,11 @@ def evaluate_block(
     at a time, op by op). Unless `recorded` is False, the chunks go to (and come
     from) the resume record, when the check keeps one."""
     paths = ", ".join(format_path(leaf.path) for leaf in block_leaves)
-    program = _evaluate_chunk if eager else _evaluate_chunk_jit
-    program = functools.partial(program, problem, block, dynamic)
     if point is not None and block.sharding is None:
         program = functools.partial(_rows_one_by_one, point, block, dynamic)
+    else:
+        program = _evaluate_chunk if eager else _evaluate_chunk_jit
+        program = functools.partial(program, problem, block, dynamic)
     return run_chunks(
         program,
         (indices, values),

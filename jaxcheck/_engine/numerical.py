@@ -34,6 +34,11 @@ _SIGNS = {
 }
 
 
+# Repeated evaluations of J(θ) in a check's first batch, to detect
+# nondeterminism (see `_engine.refine.judge`).
+FIRST_REPEATS = 3
+
+
 @dataclasses.dataclass(frozen=True)
 class Prepared:
     """A validated check: the split pytree and what tracing `fun` once told us.
@@ -87,7 +92,7 @@ def prepare(
         agree(fingerprint(program, tree.dynamic, options or evaluation, 0))
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
     # Op by op, a sharded leaf would be perturbed outside any compiled program.
-    first_pass = len(_SIGNS[method]) * tree.size + 3  # the repeats of J(θ)
+    first_pass = len(_SIGNS[method]) * tree.size + FIRST_REPEATS
     point = None
     if not sharded and runs_one_by_one(traced.jaxpr.jaxpr, first_pass):
         point = OpByOp.of(traced)

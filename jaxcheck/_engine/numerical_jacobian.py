@@ -88,28 +88,20 @@ def ravel_output(out: Any) -> jax.Array:
         return jnp.zeros((0,))
     dtype = common_dtype([x.dtype for x in leaves])
     # No op where none is needed: op by op, each is compiled per shape.
-    flat = [
-        (x.reshape(-1) if x.ndim != 1 else x).astype(dtype)
-        if x.dtype != dtype
-        else (x.reshape(-1) if x.ndim != 1 else x)
-        for x in leaves
-    ]
+    flat = [x if x.ndim == 1 else x.reshape(-1) for x in leaves]
+    flat = [x if x.dtype == dtype else x.astype(dtype) for x in flat]
     return flat[0] if len(flat) == 1 else jnp.concatenate(flat)
 
 
 def flat_on_host(out: Any) -> np.ndarray:
     """`ravel_output(realify(out))` on the host, as float64: no device op (and
     no program to compile) for a value only compared there."""
-    parts = []
-    for x in jax.tree_util.tree_leaves(out):
-        x = np.asarray(host_value(x))
-        parts += [x.real.ravel(), x.imag.ravel()] if _is_complex(x) else [x.ravel()]
-    if not parts:
-        return np.zeros((0,))
-    return np.concatenate([p.astype(np.float64) for p in parts])
+    leaves = [np.asarray(host_value(x)) for x in jax.tree_util.tree_leaves(out)]
+    return _flat_on_host(*leaves)[0].astype(np.float64)
 
 
 def _flat_on_host(*leaves: np.ndarray) -> list:
+    """`_flat_real` on the host, its inputs being its flat leaves."""
     parts = []
     for x in leaves:
         parts += [x.real.ravel(), x.imag.ravel()] if _is_complex(x) else [x.ravel()]

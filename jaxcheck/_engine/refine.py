@@ -34,7 +34,13 @@ import numpy as np
 from .._base.options import Tolerance
 from .._tree.pytree import LeafInfo
 from .compare import BOTH_NONFINITE, OK, Comparison, OutputBlock, compare, pass_band
-from .numerical import Differences, Prepared, differences, finite_differences
+from .numerical import (
+    FIRST_REPEATS,
+    Differences,
+    Prepared,
+    differences,
+    finite_differences,
+)
 from .steps import SAFETY
 
 _ORDER = {"central": 2, "forward": 1, "backward": 1, "central4": 4, "complex": 2}
@@ -42,8 +48,6 @@ _SHRINK = 8.0
 _RETRIES = 4
 _GROW = 4.0
 _GROWTHS = 3
-# Repeated evaluations of J(θ) in the first batch, to detect nondeterminism.
-_REPEATS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +248,9 @@ def judge(
         d2 = differences(prepared, at, 2 * steps, strict=False, **options)
         state.apply(d1, d2, first_band, tighter)
 
-    first = finite_differences(prepared, repeats=_REPEATS, entries=entries, **options)
+    first = finite_differences(
+        prepared, repeats=FIRST_REPEATS, entries=entries, **options
+    )
     state = _Refinement(first, analytic, method, columns)
     band = band_of(state.bound)
     with np.errstate(invalid="ignore"):
