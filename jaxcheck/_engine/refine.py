@@ -290,9 +290,8 @@ def judge(
     )
     with np.errstate(invalid="ignore"):
         robust = comparison.abs_err + state.bound <= band_of(np.zeros(band.shape))
-    settled = ((comparison.status == OK) & robust) | (
-        comparison.status == BOTH_NONFINITE
-    )
+    agree = comparison.status == BOTH_NONFINITE
+    settled = ((comparison.status == OK) & robust) | agree
     steps = state.steps
     if is_vector:
         comparison = comparison.column(0)
