@@ -19,6 +19,7 @@ def batched(monkeypatch):
     # Checks this small evaluate their points one at a time, which needs no
     # batching; batch them, as a check with more entries does.
     monkeypatch.setattr(_jaxpr, "ONE_BY_ONE_MAX_OPS", 0)
+    monkeypatch.setattr(_jaxpr, "ONE_POINT_MAX_EVALUATIONS", 0)
 
 
 def make_host_sin(derivative_factor=1.0):

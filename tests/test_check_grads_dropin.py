@@ -323,3 +323,45 @@ def test_the_twin_traces_in_64_bits_under_strict_promotion():
         jaxcheck.check_grads(_index_take_with_vjp(1.0), (src,), 1, ["rev"], eps=1.0)
         report = jaxcheck.check_vjp(_index_take_with_vjp(2.0), (src,), eps=1.0)
     assert "float64 twin" in report.note and not report.ok
+
+
+def _neg_with_swapped_jvp(i, j, n):
+    order = np.arange(n)
+    order[[i, j]] = order[[j, i]]
+
+    @jax.custom_jvp
+    def neg(x):
+        return -x
+
+    def jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return -x, (-t)[order]
+
+    neg.defjvp(jvp)
+    return neg
+
+
+def test_each_check_draws_its_own_direction():
+    # A JVP rule with two output entries swapped is off by |d_i − d_j| at those
+    # entries along a direction d. Under seed 0 this pair of entries is close,
+    # which hides the swap from any check drawn with seed 0; the drop-in's
+    # checks draw with seeds 0, 1, ... so the next check sees it.
+    from jaxcheck._checks.directions import _random_like
+
+    n = 16
+    info = jax.ShapeDtypeStruct((n,), jnp.float64)
+    d0, d1 = (np.asarray(_random_like([info], seed)[0]) for seed in (0, 1))
+    gap0, gap1 = np.abs(d0[:, None] - d0), np.abs(d1[:, None] - d1)
+    pairs = np.argwhere((gap0 < 0.05) & (gap1 > 1.0))
+    assert pairs.size, "no pair close under seed 0 and apart under seed 1"
+    i, j = (int(k) for k in pairs[0])
+    x = jnp.linspace(-1.0, 1.0, n)
+    tol = {np.float64: 0.15}
+    swapped = _neg_with_swapped_jvp(i, j, n)
+    # The first check (the JVP, seed 0) does not see it ...
+    jaxcheck.check_grads(swapped, (x,), 1, modes=["fwd"], atol=tol, rtol=tol)
+    # ... the second (the VJP, seed 1) does, at one of the swapped entries.
+    where = rf"(?s)VJP check failed.*primals\[0\]\[({i}|{j})\]"
+    with pytest.raises(GradCheckError, match=where):
+        jaxcheck.check_grads(swapped, (x,), 1, atol=tol, rtol=tol)
+    jaxcheck.check_grads(_neg_with_swapped_jvp(i, i, n), (x,), 1, atol=tol, rtol=tol)

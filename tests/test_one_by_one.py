@@ -9,6 +9,8 @@ import pytest
 
 import jaxcheck
 from jaxcheck._engine import jaxpr as _jaxpr
+from jaxcheck._engine.evaluate import CompiledPoint
+from jaxcheck._engine.numerical import prepare
 from jaxcheck._engine.op_by_op import run_jaxpr
 
 X = jnp.linspace(-1.0, 1.0, 6)
@@ -59,6 +61,7 @@ def test_a_small_check_traces_fun_once_and_compiles_no_batch(monkeypatch):
     assert report.ok, str(report)
     assert len(traces) == 1  # the trace of `prepare`; every point from its jaxpr
     monkeypatch.setattr(_jaxpr, "ONE_BY_ONE_MAX_OPS", 0)
+    monkeypatch.setattr(_jaxpr, "ONE_POINT_MAX_EVALUATIONS", 0)
     batched = jaxcheck.check_grad(
         loss, X, grad=jax.grad(lambda x: jnp.sum(jnp.tanh(x) ** 2))
     )
@@ -66,6 +69,30 @@ def test_a_small_check_traces_fun_once_and_compiles_no_batch(monkeypatch):
     np.testing.assert_allclose(
         report.comparison.numeric, batched.comparison.numeric, rtol=1e-12
     )
+
+
+def test_a_larger_check_compiles_funs_own_program_once(monkeypatch):
+    # Past the op-by-op budget, the points call `fun`'s own program, compiled
+    # once for every pass from the one trace: never traced per point or per
+    # batch size, and a planted bug is still located.
+    monkeypatch.setattr(_jaxpr, "ONE_BY_ONE_MAX_OPS", 0)
+    traces = []
+
+    def loss(x):
+        traces.append(1)
+        return _nested(x)
+
+    assert jaxcheck.check_grad(loss, X, grad=jax.grad(_nested)).ok
+    assert len(traces) == 1  # one trace; the program compiles from it
+    prepared = prepare(loss, X, (), method="central", eps=None, chunk_size=None,
+                       memory_budget=1 << 30)  # fmt: skip
+    assert isinstance(prepared.point, CompiledPoint)
+
+    def wrong_grad(x):
+        return jax.grad(_nested)(x).at[4].multiply(1.01)
+
+    with pytest.raises(jaxcheck.GradCheckError, match=r"worst params\[4\]"):
+        jaxcheck.assert_grad(loss, X, grad=wrong_grad)
 
 
 def test_one_by_one_locates_a_planted_bug_in_nested_rules():

@@ -127,21 +127,25 @@ def check_like_primals(result: Any, primals: tuple[Any, ...], what: str) -> tupl
                 fixed.append(v)
                 continue
             weak = isinstance(p, (float, complex))
-            p = jnp.asarray(p)
+            # Shape and dtype only: `jnp.asarray` of a NumPy primal would compile
+            # a program per shape.
+            shape = np.shape(p)
+            dtype = getattr(p, "dtype", None) or np.result_type(p)
+            dtype = np.dtype(jax.dtypes.canonicalize_dtype(dtype))
             if v is None:
-                fixed.append(jnp.zeros_like(p))
+                fixed.append(np.zeros(shape, dtype))
                 continue
-            if np.shape(v) != p.shape:
+            if np.shape(v) != shape:
                 raise ValueError(
                     f"{what}{where} has shape {np.shape(v)}, but primals{where} has "
-                    f"shape {p.shape}; return one derivative per primal entry."
+                    f"shape {shape}; return one derivative per primal entry."
                 )
             v_dtype = np.dtype(getattr(v, "dtype", np.asarray(v).dtype))
-            if v_dtype != p.dtype and not (weak and v_dtype.kind == "f"):
+            if v_dtype != dtype and not (weak and v_dtype.kind == "f"):
                 raise ValueError(
                     f"{what}{where} has dtype {v_dtype.name}, but primals{where} is "
-                    f"{p.dtype.name}; a cotangent has its primal's dtype (cast with "
-                    f"`.astype(jnp.{p.dtype.name})`)."
+                    f"{dtype.name}; a cotangent has its primal's dtype (cast with "
+                    f"`.astype(jnp.{dtype.name})`)."
                 )
             fixed.append(v)
         out.append(jax.tree_util.tree_unflatten(p_def, fixed))

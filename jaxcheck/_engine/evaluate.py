@@ -17,6 +17,7 @@ same shapes compiles nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -25,11 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._tree.device import device_value
 from .._tree.pytree import LeafInfo, Problem, format_path
 from .blocks import Block
 from .chunks import run_chunks
 from .context import add_context
+from .jaxpr import intermediate_bytes, point_way
 from .op_by_op import OpByOp
 
 
@@ -40,12 +41,36 @@ def _evaluate(problem: Problem, dynamic: tuple[jax.Array, ...]) -> Any:
 _evaluate_jit = jax.jit(_evaluate, static_argnums=0)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class CompiledPoint:
+    """`fun` at one point by its own program, the one `trace_base` traces:
+    compiled once (J(θ) compiles it) and called for every point of the check."""
+
+    problem: Problem
+
+    def __call__(self, dynamic: Sequence[Any]) -> Any:
+        return _evaluate_jit(self.problem, tuple(dynamic))
+
+
+OnePoint = OpByOp | CompiledPoint
+
+
+def one_point(traced: Any, problem: Problem, evaluations: int) -> OnePoint | None:
+    """How `fun` (traced by `trace_base`) is evaluated at `evaluations` points
+    one at a time, or None where they are batched (see `point_way`)."""
+    jaxpr = traced.jaxpr.jaxpr
+    way = point_way(jaxpr, evaluations, intermediate_bytes(jaxpr))
+    if way == "op by op":
+        return OpByOp.of(traced)
+    return CompiledPoint(problem) if way == "compiled" else None
+
+
 def evaluate(
     problem: Problem,
     dynamic: tuple[jax.Array, ...],
     *,
     eager: bool = False,
-    point: OpByOp | None = None,
+    point: OnePoint | None = None,
 ) -> Any:
     """`fun(params, *args)` at the unperturbed point (with `point`, op by op from
     its traced jaxpr)."""
@@ -155,7 +180,7 @@ _evaluate_rows_jit = jax.jit(
 
 
 def _rows_one_by_one(
-    point: OpByOp,
+    point: OnePoint,
     block: Block,
     dynamic: tuple[jax.Array, ...],
     indices: np.ndarray,
@@ -163,7 +188,8 @@ def _rows_one_by_one(
 ) -> np.ndarray:
     """`fun` with entry `indices[k]` of the block set to `values[k]`, one k at a
     time: the copies are made on the host, so no op of the batch's shape (and
-    no program) is compiled."""
+    no program) is compiled. They go to `fun`'s first ops as host arrays, which
+    an op takes in with its own dispatch, faster than a `device_put` first."""
     hosts = [np.asarray(dynamic[p]).reshape(-1) for p in block.positions]
     starts = block.starts()
     out = []
@@ -175,7 +201,7 @@ def _rows_one_by_one(
             copy = host.copy()
             if start <= index < start + size:
                 copy[index - start] = value
-            leaves.append(device_value(copy.reshape(shape)))
+            leaves.append(copy.reshape(shape))
         out.append(np.asarray(point(replace_leaves(dynamic, block.positions, leaves))))
     return np.stack(out)
 
@@ -199,7 +225,7 @@ def evaluate_block(
     chunk: int,
     eager: bool = False,
     recorded: bool = True,
-    point: OpByOp | None = None,
+    point: OnePoint | None = None,
 ) -> np.ndarray:
     """`fun` at every perturbation (`indices[k]` set to `values[k]`), chunk by chunk
     (with `eager`, op by op instead of compiled; with `point`, one perturbation
@@ -221,7 +247,9 @@ def evaluate_block(
     )
 
 
-def _tag(block: Block, dtype: np.dtype, eager: bool, point: OpByOp | None) -> str:
+def _tag(block: Block, dtype: np.dtype, eager: bool, point: OnePoint | None) -> str:
     """What a resume record's chunk was evaluated by: the block and the way."""
     tag = f"block {block} of {dtype}, eager={eager}"
+    if isinstance(point, CompiledPoint):
+        return tag + ", one by one compiled"
     return tag + (", one by one" if point is not None else "")

@@ -12,6 +12,7 @@ import numpy as np
 
 from .._runtime.multiprocess import is_multiprocess
 from .._tree.pytree import Problem
+from .op_by_op import count_dispatches
 
 # A small problem runs without `jit` when that is cheaper: `vmap` dispatched op
 # by op. Op by op, JAX compiles each op once per signature (primitive, input
@@ -41,9 +42,19 @@ EAGER_MAX_FRESH_OPS = 4
 EAGER_MAX_NEW_OPS = 12
 
 
-# Fewer op calls than this (evaluations × equations) and a check runs one point
-# at a time, op by op, from the jaxpr traced once (see `runs_one_by_one`).
-ONE_BY_ONE_MAX_OPS = 1024
+# Fewer op calls than this (evaluations × ops dispatched per evaluation) and a
+# check runs one point at a time, op by op, from the jaxpr traced once (see
+# `point_way`). The equations inside what is dispatched whole (a `jit`) are
+# bounded too, by `ONE_BY_ONE_MAX_WORK` times as many: they are computed per point.
+ONE_BY_ONE_MAX_OPS = 2048
+ONE_BY_ONE_MAX_WORK = 8
+
+
+# Up to this many evaluations of a `fun` whose intermediates take at most
+# `ONE_POINT_MAX_BYTES`, a check too large to run op by op calls `fun`'s own
+# compiled program once per point (about 40 µs a call) instead of batching.
+ONE_POINT_MAX_EVALUATIONS = 4096
+ONE_POINT_MAX_BYTES = 1 << 20
 
 
 _MAX_REMEMBERED = 4096  # problems compiled, remembered (oldest forgotten first)
@@ -117,23 +128,35 @@ def runs_eagerly(
     return _LEDGER.decide((problem, types, batch), op_signatures(jaxpr, batch))
 
 
-def runs_one_by_one(jaxpr: Any, evaluations: int) -> bool:
-    """Whether a check evaluates its points one at a time, op by op.
+def point_way(jaxpr: Any, evaluations: int, fun_bytes: int) -> str | None:
+    """How a check evaluates its points: one at a time, "op by op" or
+    "compiled", or None for batched programs.
 
-    Then every op has the shapes `fun` itself has, which the analytic side
-    compiles anyway, so the perturbations cost dispatches (about 60 µs an op on
-    a CPU) instead of compilations (about 40 ms a new op, batched, or a whole
-    program). The ops come from the jaxpr traced once, not from calling `fun`
-    again: op by op, a `jax.vjp` inside `fun` would linearize anew at every
-    point (a VJP of a VJP of sin: 6.8 ms a point, against 0.7 ms).
+    One at a time, `fun` has its own shapes at every point. Op by op, its ops
+    are the ones the analytic side compiled already, so a point costs
+    dispatches (about 60 µs an op on a CPU), not compilations (about 40 ms a new
+    op, batched, or a whole program). The ops come from the jaxpr traced once,
+    not from calling `fun` again: op by op, a `jax.vjp` inside `fun` would
+    linearize anew at every point (a VJP of a VJP of sin: 6.8 ms a point,
+    against 0.7 ms). With more points than that pays for, the program of `fun`
+    alone is compiled once and called per point: every pass of the check (the
+    first, the refinements at other steps) shares that compilation, where a
+    batched program compiles anew for each batch size. Many points of a large
+    `fun` are batched: there the arithmetic, not the dispatch, is the cost.
     """
     if is_multiprocess():
-        return False  # every process must run the same programs: compiled ones
+        return None  # every process must run the same programs: batched ones
+    evaluations = max(evaluations, 1)
     equations = count_equations(jaxpr)
-    return (
+    if (
         equations <= EAGER_MAX_EQUATIONS
-        and max(evaluations, 1) * equations <= ONE_BY_ONE_MAX_OPS
-    )
+        and evaluations * count_dispatches(jaxpr) <= ONE_BY_ONE_MAX_OPS
+        and evaluations * equations <= ONE_BY_ONE_MAX_WORK * ONE_BY_ONE_MAX_OPS
+    ):
+        return "op by op"
+    if evaluations <= ONE_POINT_MAX_EVALUATIONS and fun_bytes <= ONE_POINT_MAX_BYTES:
+        return "compiled"
+    return None
 
 
 def sub_jaxprs(eqn: Any):

@@ -1,6 +1,6 @@
 """The float64 twin only where the native differences do not settle a verdict.
 
-When a check evaluates its points one at a time (`runs_one_by_one`), its native
+When a check evaluates its points one at a time (`point_way`), its native
 differences cost dispatches of ops the analytic side has compiled already, while
 the twin compiles every op of `fun` once more, in float64: for a small function
 that is most of a check's time. Under the drop-in's floors (JAX's tolerances,
@@ -23,7 +23,7 @@ import numpy as np
 from .._base.options import Tolerance
 from .analytic import base_output
 from .compare import Comparison
-from .numerical import Prepared
+from .numerical import FIRST_REPEATS, Prepared
 from .refine import Judged, judge
 from .twins import float64_twin, needs_float64_twin, numerical_side, x64
 
@@ -73,7 +73,8 @@ def judge_twinned(
     with x64():
         if base_value is None:
             base_value = judged.base
-        twin, why = float64_twin(prepared, base_value)
+        # Central differences at h and 2h for each entry left open.
+        twin, why = float64_twin(prepared, base_value, 4 * rows.size + FIRST_REPEATS)
         if twin is None:
             return judged, f"differences in the native dtype: {why}"
         again = judge(twin, analytic, method=method, entries=again_at, **judging)

@@ -19,8 +19,8 @@ from .._runtime.fingerprint import fingerprint
 from .._runtime.multiprocess import agree, is_multiprocess
 from .._runtime.sharding import adopt, host_value
 from .._tree.pytree import SplitTree, format_path, split
-from .evaluate import trace_base
-from .jaxpr import intermediate_bytes, runs_eagerly, runs_one_by_one
+from .evaluate import OnePoint, one_point, trace_base
+from .jaxpr import intermediate_bytes, runs_eagerly
 from .op_by_op import OpByOp
 from .perturb import evaluate_shifts
 from .steps import roundoff_bound, step_sizes
@@ -51,8 +51,8 @@ class Prepared:
     fun_bytes: int  # intermediates of one evaluation of `fun`
     n_outputs: int = 1
     eager: bool = False  # small enough to evaluate op by op (see `_engine.jaxpr`)
-    # With few evaluations: each point alone, op by op (`runs_one_by_one`).
-    point: OpByOp | None = dataclasses.field(default=None, compare=False)
+    # With few evaluations: each point alone (`_engine.jaxpr.point_way`).
+    point: OnePoint | None = dataclasses.field(default=None, compare=False)
 
 
 def prepare(
@@ -91,14 +91,15 @@ def prepare(
         program = traced.lower().as_text()
         agree(fingerprint(program, tree.dynamic, options or evaluation, 0))
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
-    # Op by op, a sharded leaf would be perturbed outside any compiled program.
+    # One at a time, a sharded leaf would be perturbed outside any program.
     first_pass = len(_SIGNS[method]) * tree.size + FIRST_REPEATS
-    point = None
-    if not sharded and runs_one_by_one(traced.jaxpr.jaxpr, first_pass):
-        point = OpByOp.of(traced)
+    point = None if sharded else one_point(traced, tree.problem, first_pass)
     # Central differences, refined at 2h: about four evaluations per entry.
-    eager = point is not None or (
-        not sharded
+    # Points run op by op share the ops of an analytic side run op by op; those
+    # run by a compiled program go with a compiled analytic side.
+    eager = isinstance(point, OpByOp) or (
+        point is None
+        and not sharded
         and runs_eagerly(
             tree.problem, tree.dynamic, traced.jaxpr.jaxpr, fun_bytes, 4 * tree.size
         )

@@ -1,7 +1,7 @@
 """`fun` at one point, op by op, from the jaxpr traced once.
 
-A small check evaluates its perturbed points one at a time (see
-`_engine.jaxpr.runs_one_by_one`). Calling `fun` again for each would re-trace
+A small check evaluates its perturbed points one at a time, op by op (see
+`_engine.jaxpr.point_way`). Calling `fun` again for each would re-trace
 whatever it transforms (`jax.vjp` linearizes anew at every call); binding the
 primitives of its jaxpr instead costs one dispatch per op, and each op is
 compiled once per signature (primitive, parameters and input types) for the
@@ -26,8 +26,6 @@ from typing import Any
 import jax
 import jax.extend
 import numpy as np
-
-from .._tree.device import device_value
 
 # Primitives whose only job is to call a jaxpr, and the parameter holding it.
 # Only primal values are computed here, so a custom rule's call is its primal.
@@ -69,8 +67,10 @@ def _on_host(eqn: Any, inputs: list[Any]) -> list[Any] | None:
     if twin is None:
         return None
     outputs = twin(*(np.asarray(x) for x in inputs))
+    # Left on the host: the next op takes a NumPy input as it is (cheaper than
+    # a `device_put` first), and the flat output is read on the host anyway.
     return [
-        device_value(np.asarray(out).astype(var.aval.dtype))
+        np.asarray(out).astype(var.aval.dtype)
         for out, var in zip(outputs, eqn.outvars, strict=True)
     ]
 
@@ -80,6 +80,18 @@ def _parts(sub: Any) -> tuple[Any, Sequence[Any]]:
     if hasattr(sub, "consts"):
         return sub.jaxpr, sub.consts
     return sub, ()
+
+
+def count_dispatches(jaxpr: Any) -> int:
+    """The ops `run_jaxpr` dispatches for one evaluation: calls are inlined, and
+    a `jit` (bound whole) or a registered wrapper (run on the host) is one."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        key = _CALLS.get(eqn.primitive.name)
+        sub = eqn.params.get(key) if key else None
+        inlined = sub is not None and hasattr(_parts(sub)[0], "eqns")
+        total += count_dispatches(_parts(sub)[0]) if inlined else 1
+    return total
 
 
 def run_jaxpr(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:

@@ -19,8 +19,7 @@ import numpy as np
 from .._runtime.sharding import devices_in_use, host_value
 from .._tree.pytree import SplitTree
 from .blocks import bytes_per_evaluation, chunk_length, entries_by_block
-from .evaluate import evaluate_block
-from .op_by_op import OpByOp
+from .evaluate import OnePoint, evaluate_block
 from .steps import host_dtype, perturbed_values
 
 
@@ -59,7 +58,7 @@ def evaluate_shifts(
     imaginary: bool = False,
     n_outputs: int = 1,
     eager: bool = False,
-    point: OpByOp | None = None,
+    point: OnePoint | None = None,
 ) -> Shifted:
     """Evaluates J at θ + s·hᵢ·eᵢ for every entry i of `entries` (sorted offsets
     into θ) and every shift s, batched per block of leaves. With `imaginary`, the

@@ -25,10 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._tree.device import device_value
-from .evaluate import evaluate, trace_base
+from .evaluate import evaluate, one_point, trace_base
 from .jaxpr import intermediate_bytes, sub_jaxprs
 from .numerical import Prepared, change
-from .op_by_op import OpByOp
 
 # The original value may differ from the float64 one by its own rounding: allow
 # this many units of its machine epsilon before calling the twin unfaithful.
@@ -86,12 +85,22 @@ def needs_float64_twin(prepared: Prepared) -> bool:
     )
 
 
+def _twin_point(prepared: Prepared, traced: Any, problem: Any, evaluations: int):
+    """A twin evaluates one point at a time where `prepared` does, by the way
+    that suits its own number of evaluations."""
+    if prepared.point is None:
+        return None
+    return one_point(traced, problem, evaluations)
+
+
 def float64_twin(
-    prepared: Prepared, base_value: float | np.ndarray
+    prepared: Prepared, base_value: float | np.ndarray, evaluations: int | None = None
 ) -> tuple[Prepared | None, str]:
     """The float64 twin of `prepared`, or None and the reason there is none.
 
-    Must be called, and its result used, inside `x64()`.
+    `evaluations`: about how many the twin will make (default: a first pass
+    and a refinement of every entry). Must be called, and its result used,
+    inside `x64()`.
     """
     tree = prepared.tree
     dynamic = tuple(
@@ -116,7 +125,9 @@ def float64_twin(
     narrow = sorted(set(_narrow_outputs(traced.jaxpr.jaxpr)))
     if narrow:
         return None, f"`fun` computes in {', '.join(narrow)} internally"
-    point = OpByOp.of(traced) if prepared.point is not None else None
+    if evaluations is None:
+        evaluations = 4 * tree.size
+    point = _twin_point(prepared, traced, twin.problem, evaluations)
     value = evaluate(twin.problem, dynamic, eager=prepared.eager, point=point)
     value = np.asarray(value, np.float64).reshape(-1)
     base = np.asarray(base_value, np.float64).reshape(-1)
@@ -221,7 +232,7 @@ def complex_twin(prepared: Prepared) -> Prepared:
         tree=twin,
         out_dtype=np.dtype(np.float64),
         fun_bytes=fun_bytes,
-        point=OpByOp.of(traced) if prepared.point is not None else None,
+        point=_twin_point(prepared, traced, twin.problem, 2 * tree.size),
     )
 
 
