@@ -48,6 +48,21 @@ def test_the_interpreter_inlines_calls_and_matches_fun():
     np.testing.assert_allclose(value, _nested(X), rtol=0, atol=0)
 
 
+def test_primitives_are_called_through_jaxs_own_eager_programs():
+    # Op by op, a primitive is called by the program JAX's eager dispatch
+    # compiled for it (shared with the analytic side), not re-bound; a
+    # primitive without that dispatch (here a call) is bound or inlined.
+    from jaxcheck._engine.op_by_op import _fast_call
+
+    closed = jax.make_jaxpr(lambda x: jnp.sin(x) * x)(X)
+    calls = [_fast_call(eqn) for eqn in closed.jaxpr.eqns]
+    assert all(call is not None for call in calls)
+    np.testing.assert_array_equal(calls[0](X), jnp.sin(X))
+    nested = jax.make_jaxpr(_nested)(X)
+    jits = [e for e in nested.jaxpr.eqns if e.primitive.name in ("jit", "pjit")]
+    assert jits and _fast_call(jits[0]) is None
+
+
 def test_a_small_check_traces_fun_once_and_compiles_no_batch(monkeypatch):
     traces = []
 

@@ -20,12 +20,18 @@ compile nothing for each new shape of `fun`'s inputs and outputs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.extend
 import numpy as np
+
+try:  # JAX's eager dispatch (see `_fast_call`); binding is the fallback
+    from jax._src import dispatch as _dispatch
+except ImportError:  # pragma: no cover
+    _dispatch = None
 
 # Primitives whose only job is to call a jaxpr, and the parameter holding it.
 # Only primal values are computed here, so a custom rule's call is its primal.
@@ -59,22 +65,6 @@ def host_twin(
     return register
 
 
-def _on_host(eqn: Any, inputs: list[Any]) -> list[Any] | None:
-    """The outputs of a registered wrapper program, computed by its twin."""
-    if eqn.primitive.name not in ("jit", "pjit"):
-        return None
-    twin = _HOST_TWINS.get(eqn.params.get("name"))
-    if twin is None:
-        return None
-    outputs = twin(*(np.asarray(x) for x in inputs))
-    # Left on the host: the next op takes a NumPy input as it is (cheaper than
-    # a `device_put` first), and the flat output is read on the host anyway.
-    return [
-        np.asarray(out).astype(var.aval.dtype)
-        for out, var in zip(outputs, eqn.outvars, strict=True)
-    ]
-
-
 def _parts(sub: Any) -> tuple[Any, Sequence[Any]]:
     """(jaxpr, consts) of a closed or open jaxpr parameter."""
     if hasattr(sub, "consts"):
@@ -94,33 +84,96 @@ def count_dispatches(jaxpr: Any) -> int:
     return total
 
 
+def _fast_call(eqn: Any) -> Callable[..., Any] | None:
+    """The compiled callable that binding `eqn`'s primitive at the top level
+    dispatches to (JAX's own, shared with every eager use of the op), called
+    directly: 15 µs instead of 20 µs with device inputs, and 15 µs instead of
+    57 µs with host ones. None where the primitive is not run that way."""
+    impl = getattr(eqn.primitive, "impl", None)
+    apply = getattr(_dispatch, "apply_primitive", None)
+    if apply is None or getattr(impl, "func", None) is not apply:
+        return None
+    try:
+        return _dispatch.xla_primitive_callable(eqn.primitive, **eqn.params)
+    except Exception:  # e.g. a parameter that cannot be hashed: bind instead
+        return None
+
+
+def _on_host(twin: Callable[..., Any], dtypes: Sequence[Any], *inputs: Any) -> list:
+    """A registered wrapper's outputs, computed by its NumPy twin and left on the
+    host: the next op takes a host input as it is, and the flat output is read
+    on the host anyway."""
+    outputs = twin(*(np.asarray(x) for x in inputs))
+    return [np.asarray(out).astype(d) for out, d in zip(outputs, dtypes, strict=True)]
+
+
+def _listed(fun: Callable[..., Any]) -> Callable[..., list[Any]]:
+    return lambda *inputs: [fun(*inputs)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """A jaxpr as the calls that evaluate it: each equation's inputs (variables,
+    or literals as `_Literal`), the function computing its outputs, and the
+    variables they bind."""
+
+    constvars: tuple[Any, ...]
+    invars: tuple[Any, ...]
+    steps: tuple[tuple[tuple[Any, ...], Callable[..., list[Any]], tuple[Any, ...]], ...]
+    outvars: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, jaxpr: Any) -> _Plan:
+        steps = []
+        for eqn in jaxpr.eqns:
+            steps.append((tuple(map(_read_as, eqn.invars)), _step(eqn), eqn.outvars))
+        return cls(
+            tuple(jaxpr.constvars), tuple(jaxpr.invars), tuple(steps),
+            tuple(map(_read_as, jaxpr.outvars)),
+        )  # fmt: skip
+
+    def __call__(self, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:
+        env: dict[Any, Any] = dict(zip(self.constvars, consts, strict=True))
+        env.update(zip(self.invars, args, strict=True))
+        for invars, compute, outvars in self.steps:
+            inputs = [v.val if type(v) is _Literal else env[v] for v in invars]
+            env.update(zip(outvars, compute(*inputs), strict=True))
+        return [v.val if type(v) is _Literal else env[v] for v in self.outvars]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Literal:
+    val: Any
+
+
+def _read_as(var: Any) -> Any:
+    if isinstance(var, jax.extend.core.Literal):
+        return _Literal(var.val)
+    return var
+
+
+def _step(eqn: Any) -> Callable[..., list[Any]]:
+    """The function computing `eqn`'s outputs from its inputs."""
+    name = eqn.primitive.name
+    if name in ("jit", "pjit") and eqn.params.get("name") in _HOST_TWINS:
+        dtypes = [var.aval.dtype for var in eqn.outvars]
+        return functools.partial(_on_host, _HOST_TWINS[eqn.params["name"]], dtypes)
+    key = _CALLS.get(name)
+    sub = eqn.params.get(key) if key else None
+    if sub is not None and hasattr(_parts(sub)[0], "eqns"):
+        inner, consts = _parts(sub)
+        return functools.partial(_inlined, _Plan.of(inner), tuple(consts))
+    call = _fast_call(eqn) or functools.partial(eqn.primitive.bind, **eqn.params)
+    return call if eqn.primitive.multiple_results else _listed(call)
+
+
+def _inlined(plan: _Plan, consts: Sequence[Any], *inputs: Any) -> list[Any]:
+    return plan(consts, inputs)
+
+
 def run_jaxpr(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:
     """The outputs of `jaxpr` at `args`, each equation bound as it stands."""
-    env: dict[Any, Any] = {}
-
-    def read(var: Any) -> Any:
-        if isinstance(var, jax.extend.core.Literal):
-            return var.val
-        return env[var]
-
-    env.update(zip(jaxpr.constvars, consts, strict=True))
-    env.update(zip(jaxpr.invars, args, strict=True))
-    for eqn in jaxpr.eqns:
-        inputs = [read(v) for v in eqn.invars]
-        hosted = _on_host(eqn, inputs)
-        if hosted is not None:
-            env.update(zip(eqn.outvars, hosted, strict=True))
-            continue
-        key = _CALLS.get(eqn.primitive.name)
-        sub = eqn.params.get(key) if key else None
-        if sub is not None and hasattr(_parts(sub)[0], "eqns"):
-            outputs = run_jaxpr(*_parts(sub), inputs)
-        else:
-            outputs = eqn.primitive.bind(*inputs, **eqn.params)
-            if not eqn.primitive.multiple_results:
-                outputs = [outputs]
-        env.update(zip(eqn.outvars, outputs, strict=True))
-    return [read(v) for v in jaxpr.outvars]
+    return _Plan.of(jaxpr)(consts, args)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -129,12 +182,14 @@ class OpByOp:
 
     closed: Any  # the ClosedJaxpr of `problem.evaluate(dynamic)`
     out_tree: Any
+    plan: _Plan
 
     @classmethod
     def of(cls, traced: Any) -> OpByOp:
-        return cls(traced.jaxpr, jax.tree_util.tree_structure(traced.out_info))
+        out_tree = jax.tree_util.tree_structure(traced.out_info)
+        return cls(traced.jaxpr, out_tree, _Plan.of(traced.jaxpr.jaxpr))
 
     def __call__(self, dynamic: Sequence[Any]) -> Any:
         leaves = jax.tree_util.tree_leaves(tuple(dynamic))
-        outs = run_jaxpr(self.closed.jaxpr, self.closed.consts, leaves)
+        outs = self.plan(self.closed.consts, leaves)
         return jax.tree_util.tree_unflatten(self.out_tree, outs)
