@@ -279,3 +279,15 @@ def counted(fun: Callable[..., Any]) -> Callable[..., Any]:
 
     wrapper.calls = 0
     return wrapper
+
+
+def custom_vjp_sin(factor: Any) -> Callable[[Any], Any]:
+    """sin whose bwd rule is off by `factor` (1.0 is right; an array scales
+    each entry); the primal is right."""
+
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sin(x)
+
+    f.defvjp(lambda x: (jnp.sin(x), x), lambda x, c: (factor * jnp.cos(x) * c,))
+    return f

@@ -5,21 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import custom_vjp_sin
 
 import jaxcheck
 from jaxcheck import GradCheckError
 from jaxcheck._engine import compare as _compare
-
-
-def _custom_vjp_sin(factor):
-    """sin whose bwd rule is off by `factor` (1.0 is right); the primal is right."""
-
-    @jax.custom_vjp
-    def f(x):
-        return jnp.sin(x)
-
-    f.defvjp(lambda x: (jnp.sin(x), x), lambda x, c: (factor * jnp.cos(x) * c,))
-    return f
 
 
 def _custom_jvp_sin(factor):
@@ -48,7 +38,7 @@ CASES = {
         True,
         True,
     ),
-    "custom_vjp, bug in bwd only": (_custom_vjp_sin(1.5), X, False, False),
+    "custom_vjp, bug in bwd only": (custom_vjp_sin(1.5), X, False, False),
     "custom_jvp": (_custom_jvp_sin(1.0), X, True, True),
     "bug just outside the pass band": (_custom_jvp_sin(1 + 1e-4), X, False, False),
     "correct, round-off just inside": (lambda x: jnp.exp(x) * 1e8, X, True, True),
@@ -115,7 +105,7 @@ ENTRY_POINTS = {
     "check_jacobian": lambda: jaxcheck.check_jacobian(jnp.sin, X),
     "check_jvp": lambda: jaxcheck.check_jvp(jnp.sin, (X,)),
     "check_hessian": lambda: jaxcheck.check_hessian(lambda x: jnp.sum(jnp.sin(x)), X),
-    "check_custom_vjp": lambda: jaxcheck.check_custom_vjp(_custom_vjp_sin(1.0), X),
+    "check_custom_vjp": lambda: jaxcheck.check_custom_vjp(custom_vjp_sin(1.0), X),
     "check_custom_jvp": lambda: jaxcheck.check_custom_jvp(_custom_jvp_sin(1.0), X),
 }
 

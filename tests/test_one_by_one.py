@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import custom_vjp_sin
 
 import jaxcheck
 from jaxcheck._engine import jaxpr as _jaxpr
@@ -202,18 +203,10 @@ def test_host_twins_of_the_wrappers_agree_with_their_programs():
 
 
 def test_a_wrong_complex_vjp_is_caught_one_by_one():
-    def sin_with_vjp(factors):
-        @jax.custom_vjp
-        def f(z):
-            return jnp.sin(z)
-
-        f.defvjp(lambda z: (jnp.sin(z), z), lambda z, c: (c * jnp.cos(z) * factors,))
-        return f
-
     z = jnp.array([0.5 + 1.0j, -1.5 + 0.25j, 0.1 - 0.3j])
-    right = sin_with_vjp(jnp.ones(3))
+    right = custom_vjp_sin(jnp.ones(3))
     jaxcheck.check_grads(right, (z,), order=1, modes=("rev",))
-    wrong = sin_with_vjp(jnp.array([1.0, 1.0, 1.05]))
+    wrong = custom_vjp_sin(jnp.array([1.0, 1.0, 1.05]))
     with pytest.raises(
         jaxcheck.GradCheckError, match=r"1 of 3 entries differ.*primals\[0\]\[2\]"
     ):

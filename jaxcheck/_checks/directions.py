@@ -112,11 +112,18 @@ def tangents_for(primals: tuple, tangents: Any, seed: int) -> list[jax.Array]:
     for (key_path, p), t in zip(p_paths, t_leaves, strict=True):
         if not is_differentiable_leaf(p):
             continue
-        p = jnp.asarray(p)
-        if np.shape(t) != p.shape:
+        shape, dtype = primal_type(p)
+        if np.shape(t) != shape:
             raise ValueError(
                 f"`tangents` at {jax.tree_util.keystr(key_path)} has shape "
-                f"{np.shape(t)}, but the primal has shape {p.shape}."
+                f"{np.shape(t)}, but the primal has shape {shape}."
             )
-        out.append(jnp.asarray(t, p.dtype))
+        out.append(device_value(t, dtype))
     return out
+
+
+def primal_type(p: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype a primal has as a JAX array, without making one:
+    `jnp.asarray` of a NumPy array compiles a program per shape."""
+    dtype = p.dtype if hasattr(p, "dtype") else np.result_type(p)
+    return np.shape(p), np.dtype(jax.dtypes.canonicalize_dtype(dtype))

@@ -26,7 +26,7 @@ from .._engine.steps import common_dtype
 from .._tree.device import device_value
 from .._tree.pytree import is_differentiable_leaf
 from .._verdict.report import GradCheckReport
-from .directions import check_arguments, cotangents_for
+from .directions import check_arguments, cotangents_for, primal_type
 from .loss import gradient_report
 
 
@@ -127,11 +127,7 @@ def check_like_primals(result: Any, primals: tuple[Any, ...], what: str) -> tupl
                 fixed.append(v)
                 continue
             weak = isinstance(p, (float, complex))
-            # Shape and dtype only: `jnp.asarray` of a NumPy primal would compile
-            # a program per shape.
-            shape = np.shape(p)
-            dtype = getattr(p, "dtype", None) or np.result_type(p)
-            dtype = np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+            shape, dtype = primal_type(p)
             if v is None:
                 fixed.append(np.zeros(shape, dtype))
                 continue

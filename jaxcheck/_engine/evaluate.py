@@ -30,7 +30,7 @@ from .._tree.pytree import LeafInfo, Problem, format_path
 from .blocks import Block
 from .chunks import run_chunks
 from .context import add_context
-from .jaxpr import intermediate_bytes, point_way
+from .jaxpr import point_way
 from .op_by_op import OpByOp
 
 
@@ -55,11 +55,13 @@ class CompiledPoint:
 OnePoint = OpByOp | CompiledPoint
 
 
-def one_point(traced: Any, problem: Problem, evaluations: int) -> OnePoint | None:
-    """How `fun` (traced by `trace_base`) is evaluated at `evaluations` points
-    one at a time, or None where they are batched (see `point_way`)."""
-    jaxpr = traced.jaxpr.jaxpr
-    way = point_way(jaxpr, evaluations, intermediate_bytes(jaxpr))
+def one_point(
+    traced: Any, problem: Problem, evaluations: int, fun_bytes: int
+) -> OnePoint | None:
+    """How `fun` (traced by `trace_base`, `fun_bytes` of intermediates) is
+    evaluated at `evaluations` points one at a time, or None where they are
+    batched (see `point_way`)."""
+    way = point_way(traced.jaxpr.jaxpr, evaluations, fun_bytes)
     if way == "op by op":
         return OpByOp.of(traced)
     return CompiledPoint(problem) if way == "compiled" else None

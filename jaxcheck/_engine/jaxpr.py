@@ -139,7 +139,7 @@ def point_way(jaxpr: Any, evaluations: int, fun_bytes: int) -> str | None:
 
     One at a time, `fun` has its own shapes at every point. Op by op, its ops
     are the ones the analytic side compiled already, so a point costs
-    dispatches (about 60 µs an op on a CPU), not compilations (about 40 ms a new
+    dispatches (15–60 µs an op on a CPU), not compilations (about 40 ms a new
     op, batched, or a whole program). The ops come from the jaxpr traced once,
     not from calling `fun` again: op by op, a `jax.vjp` inside `fun` would
     linearize anew at every point (a VJP of a VJP of sin: 6.8 ms a point,

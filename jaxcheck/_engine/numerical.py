@@ -93,7 +93,7 @@ def prepare(
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
     # One at a time, a sharded leaf would be perturbed outside any program.
     first_pass = len(_SIGNS[method]) * tree.size + FIRST_REPEATS
-    point = None if sharded else one_point(traced, tree.problem, first_pass)
+    point = None if sharded else one_point(traced, tree.problem, first_pass, fun_bytes)
     # Central differences, refined at 2h: about four evaluations per entry.
     # Points run op by op share the ops of an analytic side run op by op; those
     # run by a compiled program go with a compiled analytic side.

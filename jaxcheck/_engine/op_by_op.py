@@ -77,11 +77,18 @@ def count_dispatches(jaxpr: Any) -> int:
     a `jit` (bound whole) or a registered wrapper (run on the host) is one."""
     total = 0
     for eqn in jaxpr.eqns:
-        key = _CALLS.get(eqn.primitive.name)
-        sub = eqn.params.get(key) if key else None
-        inlined = sub is not None and hasattr(_parts(sub)[0], "eqns")
-        total += count_dispatches(_parts(sub)[0]) if inlined else 1
+        inlined = _inlined(eqn)
+        total += count_dispatches(inlined[0]) if inlined else 1
     return total
+
+
+def _inlined(eqn: Any) -> tuple[Any, Sequence[Any]] | None:
+    """(jaxpr, consts) of the call `eqn` makes, where it is inlined."""
+    key = _CALLS.get(eqn.primitive.name)
+    sub = eqn.params.get(key) if key else None
+    if sub is None or not hasattr(_parts(sub)[0], "eqns"):
+        return None
+    return _parts(sub)
 
 
 def _fast_call(eqn: Any) -> Callable[..., Any] | None:
@@ -158,16 +165,15 @@ def _step(eqn: Any) -> Callable[..., list[Any]]:
     if name in ("jit", "pjit") and eqn.params.get("name") in _HOST_TWINS:
         dtypes = [var.aval.dtype for var in eqn.outvars]
         return functools.partial(_on_host, _HOST_TWINS[eqn.params["name"]], dtypes)
-    key = _CALLS.get(name)
-    sub = eqn.params.get(key) if key else None
-    if sub is not None and hasattr(_parts(sub)[0], "eqns"):
-        inner, consts = _parts(sub)
-        return functools.partial(_inlined, _Plan.of(inner), tuple(consts))
+    inlined = _inlined(eqn)
+    if inlined is not None:
+        inner, consts = inlined
+        return functools.partial(_run_inlined, _Plan.of(inner), tuple(consts))
     call = _fast_call(eqn) or functools.partial(eqn.primitive.bind, **eqn.params)
     return call if eqn.primitive.multiple_results else _listed(call)
 
 
-def _inlined(plan: _Plan, consts: Sequence[Any], *inputs: Any) -> list[Any]:
+def _run_inlined(plan: _Plan, consts: Sequence[Any], *inputs: Any) -> list[Any]:
     return plan(consts, inputs)
 
 

@@ -85,12 +85,14 @@ def needs_float64_twin(prepared: Prepared) -> bool:
     )
 
 
-def _twin_point(prepared: Prepared, traced: Any, problem: Any, evaluations: int):
+def _twin_point(
+    prepared: Prepared, traced: Any, problem: Any, evaluations: int, fun_bytes: int
+):
     """A twin evaluates one point at a time where `prepared` does, by the way
     that suits its own number of evaluations."""
     if prepared.point is None:
         return None
-    return one_point(traced, problem, evaluations)
+    return one_point(traced, problem, evaluations, fun_bytes)
 
 
 def float64_twin(
@@ -127,7 +129,8 @@ def float64_twin(
         return None, f"`fun` computes in {', '.join(narrow)} internally"
     if evaluations is None:
         evaluations = 4 * tree.size
-    point = _twin_point(prepared, traced, twin.problem, evaluations)
+    fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
+    point = _twin_point(prepared, traced, twin.problem, evaluations, fun_bytes)
     value = evaluate(twin.problem, dynamic, eager=prepared.eager, point=point)
     value = np.asarray(value, np.float64).reshape(-1)
     base = np.asarray(base_value, np.float64).reshape(-1)
@@ -142,7 +145,6 @@ def float64_twin(
             f"`fun` is {value[k]:.9g} in float64 but {base[k]:.9g} in its own "
             f"dtype{where}"
         )
-    fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
     twin_prepared = dataclasses.replace(
         prepared, tree=twin, out_dtype=out_dtype, fun_bytes=fun_bytes, point=point
     )
@@ -232,7 +234,7 @@ def complex_twin(prepared: Prepared) -> Prepared:
         tree=twin,
         out_dtype=np.dtype(np.float64),
         fun_bytes=fun_bytes,
-        point=_twin_point(prepared, traced, twin.problem, 2 * tree.size),
+        point=_twin_point(prepared, traced, twin.problem, 2 * tree.size, fun_bytes),
     )
 
 
