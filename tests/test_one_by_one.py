@@ -159,7 +159,7 @@ def test_a_wrong_float32_vjp_is_caught_with_or_without_the_twin():
 
 
 def test_output_shapes_are_traced_once_per_types_within_a_drop_in_call():
-    from jaxcheck._engine.output_shape import output_shape, remembering_output_shapes
+    from jaxcheck._engine.traced_fun import output_shape, remembering_traces
 
     traces = []
 
@@ -167,7 +167,7 @@ def test_output_shapes_are_traced_once_per_types_within_a_drop_in_call():
         traces.append(1)
         return jnp.sin(x) * n
 
-    with remembering_output_shapes():
+    with remembering_traces():
         first = output_shape(f, X, 2)
         assert output_shape(f, X + 1.0, 2) is first
         assert len(traces) == 1

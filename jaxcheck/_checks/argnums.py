@@ -14,7 +14,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
-from .._engine.output_shape import output_shape
+from .._engine.traced_fun import output_shape
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ from .._base.errors import GradCheckError, raise_if_failed
 from .._base.options import Options, make_options
 from .._base.validate import JACOBIAN_METHODS
 from .._engine.analytic import fun_name
-from .._engine.output_shape import output_shape, remembering_output_shapes
+from .._engine.traced_fun import output_shape, remembering_traces
 from .._tree.pytree import is_differentiable_leaf
 from .._verdict.report import GradCheckReport
 from .directions import cotangents_for
@@ -190,7 +190,7 @@ def check_grads(
             if order > 1:
                 check(jvp_fn, (args, args), order - 1, msg)
 
-    with remembering_output_shapes():  # each function's is traced once
+    with remembering_traces():  # each function's is traced once
         check(f, args, order, "")
 
 

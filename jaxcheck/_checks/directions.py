@@ -17,7 +17,7 @@ import numpy as np
 
 from .._base import validate as _validate
 from .._engine.numerical_jacobian import output_leaves
-from .._engine.output_shape import output_shape
+from .._engine.traced_fun import output_shape
 from .._tree.device import device_value
 from .._tree.pytree import is_differentiable_leaf
 from .jacobian import check_primals

@@ -30,7 +30,7 @@ from .._engine.numerical_jacobian import (
     output_leaves,
     prepare_vector,
 )
-from .._engine.output_shape import output_shape
+from .._engine.traced_fun import output_shape
 from .._verdict.jacobian_report import JacobianReport, jacobian_report
 
 AUTODIFF = ("rev", "fwd")

@@ -35,8 +35,8 @@ from .._engine.numerical_jacobian import (
     prepare_vector,
 )
 from .._engine.op_by_op import host_twin
-from .._engine.output_shape import output_shape
 from .._engine.refine import Judged
+from .._engine.traced_fun import traced_fun
 from .._runtime.sharding import host_value
 from .._tree.device import device_value
 from .._tree.pytree import is_differentiable_leaf
@@ -146,7 +146,9 @@ def jvp_report(
             "`primals` has no floating entries to move along; jaxcheck perturbs "
             "floating and complex arrays (cast with `.astype(float)`)."
         )
-    out_info = output_shape(fun, *primals)
+    # The numerical side evaluates `fun` by the trace that gave its output shape.
+    traced = traced_fun(fun, *primals)
+    out_info = traced.out_info
     outputs = output_leaves(out_info, "`fun`")
     if jvp_fn is None:
         analytic = default_jvp(fun, primals, t)
@@ -178,7 +180,7 @@ def jvp_report(
     along = dataclasses.replace(options, eps=eps)
     args = (primals, scaled)
     prepared = prepare_vector(
-        VectorFun(Directional(fun)), jnp.zeros((), s_dtype), args, along
+        VectorFun(Directional(traced)), jnp.zeros((), s_dtype), args, along
     )
     judged, note = judge_jacobian(prepared, outputs, {mode: column * scale}, along)
     judged = _unscaled(judged, scale)

@@ -23,6 +23,7 @@ from .._engine.analytic import fun_name
 from .._engine.numerical_jacobian import of_some_leaves
 from .._engine.op_by_op import host_twin
 from .._engine.steps import common_dtype
+from .._engine.traced_fun import remembering_traces, traced_fun
 from .._tree.device import device_value
 from .._tree.pytree import is_differentiable_leaf
 from .._verdict.report import GradCheckReport
@@ -157,12 +158,15 @@ def vjp_report(
 ) -> GradCheckReport:
     """The report of one VJP, without raising."""
     _validate.check_not_traced(primals, ())
-    c = cotangents_for(fun, primals, cotangents, options.seed)
+    with remembering_traces():  # `fun` traced once, for both uses below
+        c = cotangents_for(fun, primals, cotangents, options.seed)
+        traced = traced_fun(fun, *primals)
     if vjp_fn is None:
         grad = Primals(linearized(fun, primals)[1](c))
     else:
         grad = Primals(check_like_primals(vjp_fn(c), primals, "`vjp_fn(cotangents)`"))
-    return gradient_report(Pairing(fun), Primals(primals), (c,), grad, options)
+    # The numerical side evaluates `fun` by the trace that gave its output shape.
+    return gradient_report(Pairing(traced), Primals(primals), (c,), grad, options)
 
 
 def linearized(

@@ -32,6 +32,7 @@ from .chunks import run_chunks
 from .context import add_context
 from .jaxpr import point_way
 from .op_by_op import OpByOp
+from .traced_fun import replaying_op_by_op
 
 
 def _evaluate(problem: Problem, dynamic: tuple[jax.Array, ...]) -> Any:
@@ -105,6 +106,7 @@ def _value_and_grad(
 
 
 _value_and_grad_jit = jax.jit(_value_and_grad, static_argnums=(0, 1))
+_value_and_grad_eager = replaying_op_by_op(_value_and_grad)
 
 
 def value_and_grad(
@@ -115,7 +117,7 @@ def value_and_grad(
     eager: bool = False,
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """`fun`'s value and its `jax.grad` with respect to the leaves at `positions`."""
-    return (_value_and_grad if eager else _value_and_grad_jit)(
+    return (_value_and_grad_eager if eager else _value_and_grad_jit)(
         problem, positions, dynamic
     )
 
@@ -175,6 +177,7 @@ def sharded_copy(
 
 
 _evaluate_chunk_jit = jax.jit(_evaluate_chunk, static_argnums=(0, 1))
+_evaluate_chunk_eager = replaying_op_by_op(_evaluate_chunk)
 # For a `fun` that cannot be batched: the same rows, one at a time.
 _evaluate_rows_jit = jax.jit(
     functools.partial(_evaluate_chunk, batched=False), static_argnums=(0, 1)
@@ -209,9 +212,14 @@ def _rows_one_by_one(
 
 
 def trace_base(problem: Problem, dynamic: tuple[jax.Array, ...]):
-    """Traces `fun` once (cached by `jit`): its output type and its jaxpr."""
+    """Traces `fun` once (cached by `jit`): its output type and its jaxpr.
+
+    Without JAX's internal self-checks (`jax_enable_checks`), which would
+    re-check jaxcheck's own wrappers at every check and double the cost of
+    this trace; `fun` itself meets them where its derivatives are taken."""
     try:
-        return _evaluate_jit.trace(problem, dynamic)
+        with jax.enable_checks(False):
+            return _evaluate_jit.trace(problem, dynamic)
     except Exception as error:
         add_context(error, "being traced at the unperturbed `params`", problem)
         raise
@@ -237,7 +245,7 @@ def evaluate_block(
     if point is not None and block.sharding is None:
         program = functools.partial(_rows_one_by_one, point, block, dynamic)
     else:
-        program = _evaluate_chunk if eager else _evaluate_chunk_jit
+        program = _evaluate_chunk_eager if eager else _evaluate_chunk_jit
         program = functools.partial(program, problem, block, dynamic)
     return run_chunks(
         program,

@@ -32,6 +32,7 @@ from .numerical import Prepared, prepare
 from .op_by_op import host_twin
 from .refine import Judged
 from .steps import common_dtype
+from .traced_fun import replaying_op_by_op
 
 # The complex step needs a real function of real parameters; a Jacobian's
 # realified outputs and inputs are not that, so it runs every other method.
@@ -245,7 +246,7 @@ def analytic_jacobian(
 ) -> jax.Array:
     """`jax.jacrev` ("rev") or `jax.jacfwd` ("fwd") of the flat output with respect
     to the leaves at `positions`, as one (M, N) matrix (with `eager`, op by op)."""
-    program = _analytic_jacobian if eager else _analytic_jacobian_jit
+    program = _analytic_jacobian_eager if eager else _analytic_jacobian_jit
     return program(mode, problem, positions, dynamic)
 
 
@@ -276,3 +277,4 @@ def _analytic_jacobian(
 
 
 _analytic_jacobian_jit = jax.jit(_analytic_jacobian, static_argnums=(0, 1, 2))
+_analytic_jacobian_eager = replaying_op_by_op(_analytic_jacobian)

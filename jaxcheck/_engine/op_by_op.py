@@ -9,7 +9,8 @@ whole process. A `jit` inside `fun` (every `jax.numpy` function is one) is bound
 as it stands: its program is the one `fun` run op by op compiles, so it is
 shared with the analytic side. Custom rules' calls and `checkpoint` are inlined:
 only primal values are computed here, and bound whole they would be evaluated
-by JAX's own interpreter, whose ops compile apart from `fun`'s.
+by JAX's own interpreter, whose ops compile apart from `fun`'s. So is the
+`jit` in which jaxcheck replays `fun`'s trace (`inlined_program`).
 
 jaxcheck's own wrappers around `fun` (moving θ along a tangent, pairing the
 output with a cotangent, flattening it) are programs registered with
@@ -65,6 +66,18 @@ def host_twin(
     return register
 
 
+# jaxcheck's own `jit`s around a part of `fun` (see `inlined_program`), by name.
+_INLINED_PROGRAMS: set[str] = set()
+
+
+def inlined_program(fun: Callable[..., Any]) -> Callable[..., Any]:
+    """`jax.jit(fun)`, which op by op is inlined: its ops run one by one, as
+    they would were `fun` called without it."""
+    fun.__name__ = f"jaxcheck_{fun.__name__.lstrip('_')}"
+    _INLINED_PROGRAMS.add(fun.__name__)
+    return jax.jit(fun)
+
+
 def _parts(sub: Any) -> tuple[Any, Sequence[Any]]:
     """(jaxpr, consts) of a closed or open jaxpr parameter."""
     if hasattr(sub, "consts"):
@@ -84,7 +97,10 @@ def count_dispatches(jaxpr: Any) -> int:
 
 def _inlined(eqn: Any) -> tuple[Any, Sequence[Any]] | None:
     """(jaxpr, consts) of the call `eqn` makes, where it is inlined."""
-    key = _CALLS.get(eqn.primitive.name)
+    name = eqn.primitive.name
+    key = _CALLS.get(name)
+    if name in ("jit", "pjit") and eqn.params.get("name") in _INLINED_PROGRAMS:
+        key = "jaxpr"
     sub = eqn.params.get(key) if key else None
     if sub is None or not hasattr(_parts(sub)[0], "eqns"):
         return None
