@@ -218,3 +218,18 @@ def test_summary_lists_what_jax_catches_and_jaxcheck_misses():
     row = summary["ladders"]["scale"]["float32"]
     assert (row["jax"]["reliable"], row["jaxcheck"]["reliable"]) == (0.1, 1.0)
     assert row["jaxcheck"]["caught_at"] == {"1.0": 1, "0.1": 0}
+
+
+def test_repeated_runs_time_each_call_by_its_least_time():
+    def run(times, outcome="ok"):
+        calls = [
+            {"nodeid": "t::a", "index": i, "time": t, "outcome": outcome}
+            for i, t in enumerate(times)
+        ]
+        return {"calls": calls, "tests": {}}
+
+    merged = harness.fastest_calls([run([0.5, 0.2]), run([0.3, 0.4], "failed")])
+    assert [c["time"] for c in merged["calls"]] == [0.3, 0.2]
+    assert [c["times"] for c in merged["calls"]] == [[0.5, 0.3], [0.2, 0.4]]
+    assert [c["outcome"] for c in merged["calls"]] == ["ok", "ok"]  # the first run's
+    assert merged["runs"] == 2

@@ -16,6 +16,7 @@ Usage (from the repository root)::
     python tools/jax_conformance.py TEST_FILE --timeout 3600
     python tools/jax_conformance.py --load out.json  # summarize an earlier run
     python tools/jax_conformance.py TEST_FILE --only jax --mutants 60  # mutation arm
+    python tools/jax_conformance.py TEST_FILE --repeat 2  # each arm twice, in turn
 
 It prints, per arm, the tests passed/failed/skipped and the `check_grads` calls
 made; whether the jaxcheck arm made as many calls as the reference arm; the tests
@@ -23,6 +24,11 @@ that pass with JAX's `check_grads` but fail with jaxcheck's, grouped by the firs
 line of the error (numbers blanked to `#`, dict contents to `{…}`); the time per
 call of the calls that passed in both arms (matched by test id and call index);
 and how many jaxcheck calls fell back to evaluating one at a time or to fast mode.
+
+The time of a call is its wall time. A shared machine's speed drifts over the
+minutes an arm takes, and the arms run one after the other, so `--repeat N` runs
+them N times in turn (JAX's, jaxcheck's, JAX's, ...) and takes each call's least
+time over its arm's runs; outcomes and counts are those of each arm's first run.
 
 By default a failing `check_grads` call does not stop its test: it is recorded,
 the test runs to its end, and then fails with the first such error. So every
@@ -126,6 +132,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=7200.0,
         help="seconds each arm may run before it is killed (default 7200)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the arms N times in turn and time each call by its least time"
+        " (default 1)",
     )
     parser.add_argument(
         "--stop-at-first",
@@ -301,6 +315,21 @@ def run_arm(
     return result
 
 
+def fastest_calls(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """An arm's first run, each call timed by its least time over `runs` (each
+    call's times are kept in "times")."""
+    times: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for run in runs:
+        for call in run["calls"]:
+            times[(call["nodeid"], call["index"])].append(call["time"])
+    first = runs[0]
+    for call in first["calls"]:
+        call["times"] = times[(call["nodeid"], call["index"])]
+        call["time"] = min(call["times"])
+    first["runs"] = len(runs)
+    return first
+
+
 def normalize(cause: str, width: int = 160) -> str:
     """The cause with its numbers, addresses and dict contents (such as a
     per-dtype tolerance) blanked, for grouping."""
@@ -341,6 +370,7 @@ def arm_summary(arm: dict[str, Any]) -> dict[str, Any]:
         "finished": arm["finished"],
         "patched": arm["patched"],
         "impl": arm["impl"],
+        "runs": arm.get("runs", 1),
         "fallbacks": dict(Counter(f for c in calls for f in c.get("fallbacks", []))),
         "calls_with_fallback": sum(bool(c.get("fallbacks")) for c in calls),
         "report_errors": dict(
@@ -467,7 +497,11 @@ def print_comparison(c: dict[str, Any], summaries: dict[str, Any]) -> None:
         print(f"Failing with JAX's but passing with jaxcheck's: {len(c['fixed'])}")
 
     t = c["timing"]
-    print(f"\nTime per call, {t['matched_calls']} calls that passed in both arms:")
+    runs = summaries["jax"].get("runs", 1)
+    least = f", each the least of {runs} runs" if runs > 1 else ""
+    print(
+        f"\nTime per call, {t['matched_calls']} calls that passed in both arms{least}:"
+    )
     if t["matched_calls"]:
         print(
             f"  median JAX {t['jax_median'] * 1e3:.1f} ms, jaxcheck"
@@ -850,8 +884,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     else:
         with tempfile.TemporaryDirectory(prefix="jax_conformance_") as tmp:
-            for arm in (args.only,) if args.only else ARMS:
-                results[arm] = run_arm(arm, args, Path(tmp))
+            runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for k in range(max(args.repeat, 1)):
+                workdir = Path(tmp) / f"run{k}"
+                workdir.mkdir()
+                for arm in (args.only,) if args.only else ARMS:
+                    runs[arm].append(run_arm(arm, args, workdir))
+            results = {arm: fastest_calls(arm_runs) for arm, arm_runs in runs.items()}
             if args.mutants > 0:
                 results[MUTANT_ARM] = run_mutation_arm(args, Path(tmp), results["jax"])
     arms = tuple(arm for arm in ARMS if arm in results)
