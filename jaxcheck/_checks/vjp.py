@@ -56,14 +56,15 @@ jax.tree_util.register_pytree_with_keys(
 def _pair_on_host(*leaves: np.ndarray) -> list:
     """`_pair` on the host, in 64 bits, its inputs being its flat leaves."""
     half = len(leaves) // 2
-    wide = [
-        x.astype(np.complex128 if np.iscomplexobj(x) else np.float64) for x in leaves
-    ]
+    total = 0.0
     with np.errstate(invalid="ignore", over="ignore"):
-        total = sum(
-            np.sum(np.real(np.where(c == 0, 0.0, c * o)))
-            for c, o in zip(wide[:half], wide[half:], strict=True)
-        )
+        for c, o in zip(leaves[:half], leaves[half:], strict=True):
+            complex_ = np.iscomplexobj(c) or np.iscomplexobj(o)
+            wide = np.complex128 if complex_ else np.float64
+            c, o = c.astype(wide), o.astype(wide)
+            # Only where c ≠ 0: a zero cotangent pairs to 0 even with o infinite.
+            terms = np.multiply(c, o, out=np.zeros_like(c), where=c != 0)
+            total += np.sum(terms.real if complex_ else terms)
     return [total]
 
 
