@@ -45,6 +45,8 @@ from .directions import check_arguments, float_leaves, tangents_for
 
 
 def _moved_on_host(x: np.ndarray, s: np.ndarray, t: np.ndarray) -> list:
+    """`_moved` on the host, for every row (the leading axis of each input)."""
+    s = s.reshape(s.shape + (1,) * (x.ndim - s.ndim))
     return [x + s.astype(x.dtype) * t.astype(x.dtype)]
 
 

@@ -54,17 +54,19 @@ jax.tree_util.register_pytree_with_keys(
 
 
 def _pair_on_host(*leaves: np.ndarray) -> list:
-    """`_pair` on the host, in 64 bits, its inputs being its flat leaves."""
+    """`_pair` on the host, in 64 bits, for every row of its flat leaves (each
+    with a leading axis of rows)."""
     half = len(leaves) // 2
-    total = 0.0
+    total = np.zeros(len(leaves[0]) if leaves else 1)
     with np.errstate(invalid="ignore", over="ignore"):
         for c, o in zip(leaves[:half], leaves[half:], strict=True):
             complex_ = np.iscomplexobj(c) or np.iscomplexobj(o)
             wide = np.complex128 if complex_ else np.float64
-            c, o = c.astype(wide), o.astype(wide)
+            c = c.reshape(len(c), -1).astype(wide)
+            o = o.reshape(len(o), -1).astype(wide)
             # Only where c ≠ 0: a zero cotangent pairs to 0 even with o infinite.
             terms = np.multiply(c, o, out=np.zeros_like(c), where=c != 0)
-            total += np.sum(terms.real if complex_ else terms)
+            total = total + np.sum(terms.real if complex_ else terms, axis=1)
     return [total]
 
 

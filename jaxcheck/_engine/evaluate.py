@@ -30,6 +30,7 @@ from .._tree.pytree import LeafInfo, Problem, format_path
 from .blocks import Block
 from .chunks import run_chunks
 from .context import add_context
+from .host_rows import rows_on_host
 from .jaxpr import point_way
 from .op_by_op import OpByOp
 from .traced_fun import replaying_op_by_op
@@ -197,6 +198,10 @@ def _rows_one_by_one(
     an op takes in with its own dispatch, faster than a `device_put` first."""
     hosts = [np.asarray(dynamic[p]).reshape(-1) for p in block.positions]
     starts = block.starts()
+    if isinstance(point, OpByOp) and len(indices):
+        rows = rows_on_host(point, block, dynamic, hosts, indices, values)
+        if rows is not None:
+            return rows
     out = []
     for index, value in zip(np.asarray(indices), np.asarray(values), strict=True):
         leaves = []

@@ -97,16 +97,20 @@ def ravel_output(out: Any) -> jax.Array:
 def flat_on_host(out: Any) -> np.ndarray:
     """`ravel_output(realify(out))` on the host, as float64: no device op (and
     no program to compile) for a value only compared there."""
-    leaves = [np.asarray(host_value(x)) for x in jax.tree_util.tree_leaves(out)]
-    return _flat_on_host(*leaves)[0].astype(np.float64)
+    leaves = [np.asarray(host_value(x))[None] for x in jax.tree_util.tree_leaves(out)]
+    return _flat_on_host(*leaves)[0][0].astype(np.float64)
 
 
 def _flat_on_host(*leaves: np.ndarray) -> list:
-    """`_flat_real` on the host, its inputs being its flat leaves."""
+    """`_flat_real` on the host, for every row of its flat leaves (each with a
+    leading axis of rows)."""
     parts = []
     for x in leaves:
-        parts += [x.real.ravel(), x.imag.ravel()] if _is_complex(x) else [x.ravel()]
-    return [np.concatenate(parts) if parts else np.zeros((0,))]
+        x = x.reshape(len(x), -1)
+        parts += [x.real, x.imag] if _is_complex(x) else [x]
+    if not parts:
+        return [np.zeros((len(leaves[0]) if leaves else 1, 0))]
+    return [np.concatenate(parts, axis=1)]
 
 
 @host_twin(_flat_on_host)  # one program per output structure, compiled checks only

@@ -56,7 +56,9 @@ def host_twin(
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: `jax.jit(fun)`, whose op-by-op evaluation runs `twin` on the
     host instead. `twin(*inputs)` takes and returns the program's flat inputs
-    and outputs as NumPy arrays; they are cast to the program's output types."""
+    and outputs as NumPy arrays, each with a leading axis of rows (points
+    evaluated together, see `host_rows`); they are cast to the program's
+    output types."""
 
     def register(fun: Callable[..., Any]) -> Callable[..., Any]:
         fun.__name__ = f"jaxcheck_{fun.__name__.lstrip('_')}"
@@ -126,8 +128,10 @@ def _on_host(twin: Callable[..., Any], dtypes: Sequence[Any], *inputs: Any) -> l
     """A registered wrapper's outputs, computed by its NumPy twin and left on the
     host: the next op takes a host input as it is, and the flat output is read
     on the host anyway."""
-    outputs = twin(*(np.asarray(x) for x in inputs))
-    return [np.asarray(out).astype(d) for out, d in zip(outputs, dtypes, strict=True)]
+    outputs = twin(*(np.asarray(x)[None] for x in inputs))
+    return [
+        np.asarray(out[0]).astype(d) for out, d in zip(outputs, dtypes, strict=True)
+    ]
 
 
 def _listed(fun: Callable[..., Any]) -> Callable[..., list[Any]]:

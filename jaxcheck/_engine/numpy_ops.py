@@ -1,0 +1,161 @@
+"""The ops whose NumPy counterparts compute what XLA computes, op by op.
+
+Elementwise arithmetic and transcendentals, comparisons and selects, and the
+ops that only move axes (broadcasts, reshapes, transposes, slices, reductions):
+each rounds to its output dtype in both, and they differ at most in the last
+bits (NumPy's `sinh` is not XLA's). Anything else (a `scan`, a convolution, an
+integer division, a random key, a callback) has none here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .op_by_op import _CALLS, _HOST_TWINS
+
+# The dtypes NumPy computes as XLA does, op by op (each op rounds to its dtype).
+_DTYPES = frozenset(
+    np.dtype(d) for d in ("float32", "float64", "complex64", "complex128", "bool")
+)
+_REAL = frozenset(np.dtype(d) for d in ("float32", "float64", "bool"))
+
+UNARY: dict[str, Callable[[np.ndarray], Any]] = {
+    "neg": np.negative, "abs": np.abs, "sign": np.sign, "floor": np.floor,
+    "ceil": np.ceil, "exp": np.exp, "exp2": np.exp2, "log": np.log,
+    "log1p": np.log1p, "expm1": np.expm1, "sqrt": np.sqrt, "cbrt": np.cbrt,
+    "rsqrt": lambda x: 1 / np.sqrt(x), "square": np.square, "sin": np.sin,
+    "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos,
+    "atan": np.arctan, "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh,
+    "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh,
+    "real": np.real, "imag": np.imag, "conj": np.conj, "is_finite": np.isfinite,
+    "not": np.logical_not, "copy": np.asarray, "copy_p": np.asarray,
+    "logistic": lambda x: 1 / (1 + np.exp(-x)),
+}  # fmt: skip
+BINARY: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {
+    "add": np.add, "add_any": np.add, "sub": np.subtract, "mul": np.multiply,
+    "div": np.divide, "rem": np.fmod, "pow": np.power, "atan2": np.arctan2,
+    "max": np.maximum, "min": np.minimum, "nextafter": np.nextafter, "eq": np.equal,
+    "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
+    "ge": np.greater_equal, "and": np.logical_and, "or": np.logical_or,
+    "xor": np.logical_xor, "complex": lambda x, y: x + 1j * y,
+}  # fmt: skip
+# Ops defined by XLA only for real operands, or whose complex meaning differs
+# from NumPy's (`max` orders complex numbers lexicographically).
+_REAL_ONLY = frozenset(
+    {"floor", "ceil", "rem", "atan2", "max", "min", "nextafter", "logistic", "lt",
+     "le", "gt", "ge", "cbrt", "is_finite", "complex"}
+)  # fmt: skip
+
+
+def _reduction(np_fun: Callable[..., Any]) -> Callable[..., Any]:
+    def run(params, batched, x):
+        return np_fun(x, axis=tuple(a + batched for a in params["axes"]))
+
+    return run
+
+
+def _broadcast_in_dim(params, batched, x):
+    shape = tuple(params["shape"])
+    expanded = [1] * len(shape)
+    for axis, dim in enumerate(params["broadcast_dimensions"]):
+        expanded[dim] = x.shape[axis + batched]
+    lead = x.shape[:batched]
+    return np.broadcast_to(x.reshape(lead + tuple(expanded)), lead + shape)
+
+
+def _reshape(params, batched, x):
+    if params.get("dimensions") is not None:
+        raise Unsupported
+    return x.reshape(x.shape[:batched] + tuple(params["new_sizes"]))
+
+
+def _transpose(params, batched, x):
+    lead = tuple(range(batched))
+    return x.transpose(lead + tuple(p + batched for p in params["permutation"]))
+
+
+def _squeeze(params, batched, x):
+    return np.squeeze(x, axis=tuple(d + batched for d in params["dimensions"]))
+
+
+def _convert(params, batched, x):
+    new = np.dtype(params["new_dtype"])
+    if (
+        new not in _DTYPES
+        or new.kind == "b"
+        or (x.dtype.kind == "c" and new.kind != "c")
+    ):
+        raise Unsupported  # NumPy's complex-to-real cast warns and differs
+    return x.astype(new)
+
+
+def _slice(params, batched, x):
+    strides = params.get("strides") or (1,) * len(params["start_indices"])
+    index = tuple(
+        slice(start, limit, stride)
+        for start, limit, stride in zip(
+            params["start_indices"], params["limit_indices"], strides, strict=True
+        )
+    )
+    return x[(slice(None),) * batched + index]
+
+
+# Ops of one operand whose parameters say how its axes move: (params, 1 when
+# the operand carries the rows' leading axis else 0, operand) -> output.
+STRUCTURAL: dict[str, Callable[..., Any]] = {
+    "broadcast_in_dim": _broadcast_in_dim,
+    "reshape": _reshape,
+    "transpose": _transpose,
+    "squeeze": _squeeze,
+    "convert_element_type": _convert,
+    "slice": _slice,
+    "reduce_sum": _reduction(np.sum),
+    "reduce_prod": _reduction(np.prod),
+    "reduce_max": _reduction(np.max),
+    "reduce_min": _reduction(np.min),
+}
+
+
+class Unsupported(Exception):
+    """An op with no NumPy counterpart here: the check stays op by op."""
+
+
+def called_jaxpr(eqn: Any) -> tuple[Any, Sequence[Any]] | None:
+    """(jaxpr, consts) of a call whose primal is its jaxpr (a `jit`, a custom
+    rule's call, `checkpoint`), else None."""
+    name = eqn.primitive.name
+    key = "jaxpr" if name in ("jit", "pjit") else _CALLS.get(name)
+    sub = eqn.params.get(key) if key else None
+    if sub is None:
+        return None
+    inner = getattr(sub, "jaxpr", sub)
+    if not hasattr(inner, "eqns"):
+        return None
+    return inner, getattr(sub, "consts", ())
+
+
+def supported(jaxpr: Any) -> bool:
+    """Whether every op of `jaxpr` (calls inlined) has its NumPy counterpart."""
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name in ("jit", "pjit") and eqn.params.get("name") in _HOST_TWINS:
+            continue
+        sub = called_jaxpr(eqn)
+        if sub is not None:
+            if not supported(sub[0]):
+                return False
+            continue
+        if name not in UNARY and name not in BINARY and name not in STRUCTURAL:
+            if name not in ("select_n", "integer_pow"):
+                return False
+        dtypes = [np.dtype(v.aval.dtype) for v in (*eqn.invars, *eqn.outvars)
+                  if hasattr(getattr(v, "aval", None), "dtype")]  # fmt: skip
+        allowed = _REAL if name in _REAL_ONLY else _DTYPES
+        if name == "select_n":  # the selector may be an int32 index
+            dtypes = dtypes[1:]
+        if any(d not in allowed for d in dtypes):
+            return False
+    return True
