@@ -146,3 +146,51 @@ def test_a_narrow_dtype_twin_is_evaluated_by_numpy(dtype, monkeypatch):
 
     with pytest.raises(jaxcheck.GradCheckError, match=r"JVP"):
         jaxcheck.check_grads(tanh, (x,), order=1)
+
+
+@pytest.mark.parametrize("batched", [(True, False), (False, True), (True, True)])
+def test_dot_general_rows_match_vmap(batched):
+    # A batch dimension, a contraction and free dimensions on both sides.
+    def f(a, b):
+        dims = (((2,), (1,)), ((0,), (0,)))
+        return jax.lax.dot_general(jnp.sin(a), b, dims)
+
+    a = jnp.arange(24.0).reshape(2, 3, 4) / 10
+    b = jnp.cos(jnp.arange(40.0)).reshape(2, 4, 5)
+    rows = 3
+    args = [
+        x[None] + 0.01 * jnp.arange(rows, dtype=x.dtype).reshape(-1, 1, 1, 1)
+        if on
+        else x
+        for x, on in zip((a, b), batched, strict=True)
+    ]
+    closed = jax.make_jaxpr(f)(a, b)
+    assert _numpy_ops.supported(closed.jaxpr)
+    (out,) = _host_rows.host_rows(closed, args, list(batched), rows)
+    np.testing.assert_allclose(out, _rows_by_vmap(f, args, batched), rtol=1e-13)
+
+
+_LAX_OPS = [
+    jax.lax.neg, jax.lax.abs, jax.lax.sign, jax.lax.floor, jax.lax.ceil,
+    jax.lax.exp, jax.lax.exp2, jax.lax.log, jax.lax.log1p, jax.lax.expm1,
+    jax.lax.sqrt, jax.lax.rsqrt, jax.lax.cbrt, jax.lax.square, jax.lax.sin,
+    jax.lax.cos, jax.lax.tan, jax.lax.asin, jax.lax.acos, jax.lax.atan,
+    jax.lax.sinh, jax.lax.cosh, jax.lax.tanh, jax.lax.asinh, jax.lax.atanh,
+    jax.lax.logistic, lambda x: jax.lax.acosh(1 + x),
+    lambda x: jax.lax.round(x * 4, jax.lax.RoundingMethod.AWAY_FROM_ZERO),
+    lambda x: jax.lax.round(x * 4, jax.lax.RoundingMethod.TO_NEAREST_EVEN),
+    lambda x: jax.lax.integer_pow(x, -3), lambda x: jax.lax.pow(x, x + 1),
+    lambda x: jax.lax.rem(x * 7, x + 2), lambda x: jax.lax.atan2(x, x - 0.3),
+    lambda x: jax.lax.max(x, 0.5 - x), lambda x: jax.lax.min(x, 0.5 - x),
+    lambda x: jax.lax.complex(x, 2 * x), lambda x: jnp.abs(x + 1j * x**2),
+    lambda x: jnp.exp(x * (1 - 2j)).imag, lambda x: jnp.sqrt(x - 1j).real,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("op", _LAX_OPS)
+def test_each_numpy_counterpart_computes_the_lax_op(op):
+    x = jnp.linspace(0.05, 0.95, 7).at[3].set(0.5)  # a half for the roundings
+    closed = jax.make_jaxpr(op)(x)
+    assert _numpy_ops.supported(closed.jaxpr), closed
+    (out,) = _host_rows.host_rows(closed, [x], [False], 1)
+    np.testing.assert_allclose(out[0], op(x), rtol=1e-14, atol=1e-15)

@@ -30,7 +30,16 @@ import jax.extend
 import numpy as np
 
 from .blocks import Block
-from .numpy_ops import BINARY, STRUCTURAL, UNARY, Unsupported, called_jaxpr, supported
+from .numpy_ops import (
+    BINARY,
+    STRUCTURAL,
+    UNARY,
+    WITH_PARAMS,
+    Unsupported,
+    called_jaxpr,
+    dot_general,
+    supported,
+)
 from .op_by_op import _HOST_TWINS, OpByOp
 
 
@@ -83,13 +92,15 @@ def _eqn(eqn: Any, inputs: list[tuple[Any, bool]], rows: int) -> list[tuple[Any,
             raise Unsupported  # dynamic shapes
         out = STRUCTURAL[name](eqn.params, int(b), x)
         return [(np.asarray(out, dtype), b)]
+    if name == "dot_general":
+        return [(np.asarray(dot_general(eqn.params, *inputs), dtype), batched)]
     out_rank = len(out_avals[0].shape)
     values = [
         _batched_rank(x, len(v.aval.shape), out_rank) if b else x
         for (x, b), v in zip(inputs, eqn.invars, strict=True)
     ]
-    if name == "integer_pow":
-        out = np.power(values[0], eqn.params["y"])
+    if name in WITH_PARAMS:
+        out = WITH_PARAMS[name](eqn.params, *values)
     elif name == "select_n":
         which, *cases = values
         out = cases[0]

@@ -42,11 +42,26 @@ BINARY: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {
     "ge": np.greater_equal, "and": np.logical_and, "or": np.logical_or,
     "xor": np.logical_xor, "complex": lambda x, y: x + 1j * y,
 }  # fmt: skip
+
+
+def _round(params: dict, x: np.ndarray) -> np.ndarray:
+    if int(params["rounding_method"]) == 1:  # to nearest even
+        return np.rint(x)
+    whole = np.trunc(x)  # x - trunc(x) is exact: halves are found exactly
+    return np.where(np.abs(x - whole) >= 0.5, whole + np.sign(x), whole)
+
+
+# Elementwise ops of one operand with parameters: (params, operand) -> output.
+WITH_PARAMS: dict[str, Callable[[dict, np.ndarray], Any]] = {
+    "integer_pow": lambda params, x: np.power(x, params["y"]),
+    "round": _round,
+}
+
 # Ops defined by XLA only for real operands, or whose complex meaning differs
 # from NumPy's (`max` orders complex numbers lexicographically).
 _REAL_ONLY = frozenset(
     {"floor", "ceil", "rem", "atan2", "max", "min", "nextafter", "logistic", "lt",
-     "le", "gt", "ge", "cbrt", "is_finite", "complex"}
+     "le", "gt", "ge", "cbrt", "is_finite", "round"}
 )  # fmt: skip
 
 
@@ -119,6 +134,29 @@ STRUCTURAL: dict[str, Callable[..., Any]] = {
 }
 
 
+def dot_general(params: dict, lhs: tuple, rhs: tuple) -> np.ndarray:
+    """`lax.dot_general` by `np.einsum`, each operand a (value, batched) pair;
+    the rows' axis leads the output where either operand carries it."""
+    (lc, rc), (lb, rb) = params["dimension_numbers"]
+    (x, xb), (y, yb) = lhs, rhs
+    names = iter("abcdefghijklmnopqrstuvwxy")
+    x_ndim, y_ndim = x.ndim - xb, y.ndim - yb
+    x_axes = [next(names) for _ in range(x_ndim)]
+    y_axes = [next(names) for _ in range(y_ndim)]
+    for i, j in zip((*lc, *lb), (*rc, *rb), strict=True):
+        y_axes[j] = x_axes[i]
+    batch = [x_axes[i] for i in lb]
+    free = [x_axes[i] for i in range(x_ndim) if i not in (*lc, *lb)]
+    free += [y_axes[j] for j in range(y_ndim) if j not in (*rc, *rb)]
+    row = "z" if xb or yb else ""
+    spec = (
+        ("z" if xb else "") + "".join(x_axes) + ","
+        + ("z" if yb else "") + "".join(y_axes) + "->"
+        + row + "".join(batch + free)
+    )  # fmt: skip
+    return np.einsum(spec, x, y)
+
+
 class Unsupported(Exception):
     """An op with no NumPy counterpart here: the check stays op by op."""
 
@@ -149,7 +187,7 @@ def supported(jaxpr: Any) -> bool:
                 return False
             continue
         if name not in UNARY and name not in BINARY and name not in STRUCTURAL:
-            if name not in ("select_n", "integer_pow"):
+            if name not in WITH_PARAMS and name not in ("select_n", "dot_general"):
                 return False
         dtypes = [np.dtype(v.aval.dtype) for v in (*eqn.invars, *eqn.outvars)
                   if hasattr(getattr(v, "aval", None), "dtype")]  # fmt: skip
