@@ -30,8 +30,10 @@ import jax.extend
 import numpy as np
 
 from .blocks import Block
+from .jaxpr import intermediate_bytes
 from .numpy_ops import (
     BINARY,
+    MANY,
     STRUCTURAL,
     UNARY,
     WITH_PARAMS,
@@ -92,6 +94,8 @@ def _eqn(eqn: Any, inputs: list[tuple[Any, bool]], rows: int) -> list[tuple[Any,
             raise Unsupported  # dynamic shapes
         out = STRUCTURAL[name](eqn.params, int(b), x)
         return [(np.asarray(out, dtype), b)]
+    if name in MANY:
+        return [(np.asarray(MANY[name](eqn.params, rows, *inputs), dtype), batched)]
     if name == "dot_general":
         return [(np.asarray(dot_general(eqn.params, *inputs), dtype), batched)]
     out_rank = len(out_avals[0].shape)
@@ -200,6 +204,11 @@ def point_on_host(point: OpByOp, dynamic: Sequence[Any]) -> Any:
     return jax.tree_util.tree_unflatten(point.out_tree, [x[0] for x in outs])
 
 
+# The memory NumPy's rows may take at once (every intermediate value of `fun`
+# for each row): more rows are evaluated in passes of as many as fit.
+HOST_ROWS_MAX_BYTES = 64 << 20
+
+
 def rows_on_host(
     point: OpByOp,
     block: Block,
@@ -217,25 +226,43 @@ def rows_on_host(
     if len(jax.tree_util.tree_leaves(tuple(dynamic))) != len(dynamic):
         return None  # not one array per leaf
     indices, values = np.asarray(indices), np.asarray(values)
-    rows = len(indices)
-    stacked = []
-    for host, start, size, shape in zip(
-        hosts, block.starts(), block.sizes, block.shapes, strict=True
-    ):
-        copies = np.repeat(host[None], rows, axis=0)
+    row_bytes = _row_bytes(point.closed.jaxpr) + sum(h.nbytes for h in hosts)
+    per_pass = max(1, HOST_ROWS_MAX_BYTES // max(row_bytes, 1))
+    passes = []
+    for start in range(0, len(indices), per_pass):
+        rows = slice(start, start + per_pass)
+        moved = _moved_leaves(block, hosts, indices[rows], values[rows])
+        leaves = [moved.get(p, x) for p, x in enumerate(dynamic)]
+        batched = [p in moved for p in range(len(dynamic))]
+        outs = host_rows(point.closed, leaves, batched, len(indices[rows]))
+        if outs is None or len(outs) != 1:
+            return None
+        if not passes and point not in _HOST_TRUSTED:
+            first = point([x[0] if p in moved else x for p, x in enumerate(leaves)])
+            if not agree(outs[0][0], np.asarray(first)):
+                _HOST_DISAGREES.add(point)
+                return None
+        passes.append(outs[0])
+    return np.ascontiguousarray(np.concatenate(passes))
+
+
+@functools.lru_cache(maxsize=256)
+def _row_bytes(jaxpr: Any) -> int:
+    return intermediate_bytes(jaxpr)
+
+
+def _moved_leaves(
+    block: Block, hosts: list[np.ndarray], indices: np.ndarray, values: np.ndarray
+) -> dict[int, np.ndarray]:
+    """The block's leaves, by position, each with a leading axis of rows: row k
+    has entry `indices[k]` set to `values[k]`."""
+    moved = {}
+    for position, host, start, size, shape in zip(
+        block.positions, hosts, block.starts(), block.sizes, block.shapes,
+        strict=True,
+    ):  # fmt: skip
+        copies = np.repeat(host[None], len(indices), axis=0)
         inside = (indices >= start) & (indices < start + size)
         copies[np.nonzero(inside)[0], indices[inside] - start] = values[inside]
-        stacked.append(copies.reshape((rows, *shape)))
-    moved = dict(zip(block.positions, stacked, strict=True))
-    leaves = [moved.get(p, x) for p, x in enumerate(dynamic)]
-    batched = [p in moved for p in range(len(dynamic))]
-    outs = host_rows(point.closed, leaves, batched, rows)
-    if outs is None or len(outs) != 1:
-        return None
-    if point in _HOST_TRUSTED:
-        return np.ascontiguousarray(outs[0])
-    first = point([x[0] if p in moved else x for p, x in enumerate(leaves)])
-    if not agree(outs[0][0], np.asarray(first)):
-        _HOST_DISAGREES.add(point)
-        return None
-    return np.ascontiguousarray(outs[0])
+        moved[position] = copies.reshape((len(indices), *shape))
+    return moved

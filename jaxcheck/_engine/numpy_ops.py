@@ -41,6 +41,7 @@ BINARY: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {
     "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
     "ge": np.greater_equal, "and": np.logical_and, "or": np.logical_or,
     "xor": np.logical_xor, "complex": lambda x, y: x + 1j * y,
+    "clamp": lambda low, x, high: np.minimum(np.maximum(x, low), high),  # three
 }  # fmt: skip
 
 
@@ -61,7 +62,8 @@ WITH_PARAMS: dict[str, Callable[[dict, np.ndarray], Any]] = {
 # from NumPy's (`max` orders complex numbers lexicographically).
 _REAL_ONLY = frozenset(
     {"floor", "ceil", "rem", "atan2", "max", "min", "nextafter", "logistic", "lt",
-     "le", "gt", "ge", "cbrt", "is_finite", "round"}
+     "le", "gt", "ge", "cbrt", "is_finite", "round", "clamp", "cumsum", "cumprod",
+     "cummax", "cummin"}
 )  # fmt: skip
 
 
@@ -118,6 +120,20 @@ def _slice(params, batched, x):
     return x[(slice(None),) * batched + index]
 
 
+def _cumulative(np_fun: Callable[..., Any]) -> Callable[..., Any]:
+    def run(params, batched, x):
+        axis = params["axis"] + batched
+        if not params["reverse"]:
+            return np_fun(x, axis=axis)
+        return np.flip(np_fun(np.flip(x, axis), axis=axis), axis)
+
+    return run
+
+
+def _rev(params, batched, x):
+    return np.flip(x, tuple(d + batched for d in params["dimensions"]))
+
+
 # Ops of one operand whose parameters say how its axes move: (params, 1 when
 # the operand carries the rows' leading axis else 0, operand) -> output.
 STRUCTURAL: dict[str, Callable[..., Any]] = {
@@ -131,6 +147,52 @@ STRUCTURAL: dict[str, Callable[..., Any]] = {
     "reduce_prod": _reduction(np.prod),
     "reduce_max": _reduction(np.max),
     "reduce_min": _reduction(np.min),
+    "cumsum": _cumulative(np.cumsum),
+    "cumprod": _cumulative(np.cumprod),
+    "cummax": _cumulative(np.maximum.accumulate),
+    "cummin": _cumulative(np.minimum.accumulate),
+    "rev": _rev,
+}
+
+
+def concatenate(params: dict, rows: int, operands: list[tuple]) -> np.ndarray:
+    """`lax.concatenate` of (value, batched) pairs, shared ones repeated per row
+    where another operand is batched."""
+    if not any(b for _, b in operands):
+        return np.concatenate([x for x, _ in operands], axis=params["dimension"])
+    values = [x if b else np.broadcast_to(x, (rows, *x.shape)) for x, b in operands]
+    return np.concatenate(values, axis=params["dimension"] + 1)
+
+
+def pad(params: dict, rows: int, operand: tuple, padding: tuple) -> np.ndarray:
+    """`lax.pad`: interior padding by a strided write into a filled array,
+    negative edges by slicing off."""
+    (x, batched), (value, _) = operand, padding
+    config = params["padding_config"]
+    lead = x.shape[:1] if batched else ()
+    sizes = [
+        max(low, 0) + max(high, 0) + n + max(n - 1, 0) * interior
+        for (low, high, interior), n in zip(config, x.shape[len(lead) :], strict=True)
+    ]
+    out = np.full(lead + tuple(sizes), value, dtype=x.dtype)
+    into = tuple(
+        slice(
+            max(low, 0), max(low, 0) + max(n - 1, 0) * (interior + 1) + 1, interior + 1
+        )
+        for (low, _, interior), n in zip(config, x.shape[len(lead) :], strict=True)
+    )
+    out[(slice(None),) * len(lead) + into] = x
+    crop = tuple(
+        slice(-min(low, 0), size + min(high, 0))
+        for (low, high, _), size in zip(config, sizes, strict=True)
+    )
+    return out[(slice(None),) * len(lead) + crop]
+
+
+# Ops of several operands with a rule of their own, given the rows' count.
+MANY: dict[str, Callable[..., Any]] = {
+    "concatenate": lambda params, rows, *ops: concatenate(params, rows, list(ops)),
+    "pad": pad,
 }
 
 
@@ -187,7 +249,15 @@ def supported(jaxpr: Any) -> bool:
                 return False
             continue
         if name not in UNARY and name not in BINARY and name not in STRUCTURAL:
-            if name not in WITH_PARAMS and name not in ("select_n", "dot_general"):
+            if (
+                name not in WITH_PARAMS
+                and name not in MANY
+                and name
+                not in (
+                    "select_n",
+                    "dot_general",
+                )
+            ):
                 return False
         dtypes = [np.dtype(v.aval.dtype) for v in (*eqn.invars, *eqn.outvars)
                   if hasattr(getattr(v, "aval", None), "dtype")]  # fmt: skip
