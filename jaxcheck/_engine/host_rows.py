@@ -27,6 +27,7 @@ from typing import Any
 
 import jax
 import jax.extend
+import jax.numpy as jnp
 import numpy as np
 
 from .blocks import Block
@@ -161,18 +162,21 @@ def host_rows(
 
 def agree(host: np.ndarray, device: np.ndarray) -> bool:
     """Whether a row computed on the host matches the op-by-op one to within
-    rounding: 64 units in the last place of the larger of the entry and the
-    output's largest finite entry times 2^-10; NaN and infinite entries alike."""
+    rounding: 64 units in the last place (8 in a 16-bit float, whose unit is
+    coarse) of the larger of the entry and the output's largest finite entry
+    times 2^-10; NaN and infinite entries alike."""
     host, device = np.asarray(host), np.asarray(device)
     if host.shape != device.shape:
         return False
-    eps = float(np.finfo(device.dtype).eps) if device.dtype.kind in "fc" else 0.0
-    finite = np.abs(device[np.isfinite(device)])
+    eps = float(jnp.finfo(device.dtype).eps) if _is_float(device.dtype) else 0.0
+    eps *= 8 if eps > 2.0**-20 else 64
+    device_wide = _wide(device)
+    finite = np.abs(device_wide[np.isfinite(device_wide)])
     scale = float(np.max(finite, initial=0.0)) * 2.0**-10
     with np.errstate(all="ignore"):
         return bool(
             np.allclose(
-                host, device, rtol=64 * eps, atol=64 * eps * scale, equal_nan=True
+                _wide(host), _wide(device), rtol=eps, atol=eps * scale, equal_nan=True
             )
         )
 
@@ -202,6 +206,16 @@ def point_on_host(point: OpByOp, dynamic: Sequence[Any]) -> Any:
     if outs is None:
         return None
     return jax.tree_util.tree_unflatten(point.out_tree, [x[0] for x in outs])
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    return dtype.kind in "fc" or dtype == jnp.bfloat16
+
+
+def _wide(x: np.ndarray) -> np.ndarray:
+    if not _is_float(x.dtype):
+        return x
+    return x.astype(np.complex128 if x.dtype.kind == "c" else np.float64)
 
 
 # The memory NumPy's rows may take at once (every intermediate value of `fun`

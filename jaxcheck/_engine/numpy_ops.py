@@ -12,15 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from .op_by_op import _CALLS, _HOST_TWINS
 
-# The dtypes NumPy computes as XLA does, op by op (each op rounds to its dtype).
-_DTYPES = frozenset(
-    np.dtype(d) for d in ("float32", "float64", "complex64", "complex128", "bool")
+# The dtypes NumPy computes as XLA does, op by op (each op rounds to its dtype;
+# JAX's bfloat16 is a NumPy dtype with NumPy's ufuncs).
+_REAL = frozenset(
+    np.dtype(d) for d in ("float16", jnp.bfloat16, "float32", "float64", "bool")
 )
-_REAL = frozenset(np.dtype(d) for d in ("float32", "float64", "bool"))
+_DTYPES = _REAL | {np.dtype("complex64"), np.dtype("complex128")}
 
 UNARY: dict[str, Callable[[np.ndarray], Any]] = {
     "neg": np.negative, "abs": np.abs, "sign": np.sign, "floor": np.floor,
