@@ -218,9 +218,11 @@ def test_rows_beyond_the_memory_bound_are_evaluated_in_passes(monkeypatch):
 
 
 def _structural(x, y):
-    # A concatenation of a batched and a shared operand, interior and negative
-    # padding, a reversal and a slice.
+    # A concatenation of a batched and a shared operand, a split, interior and
+    # negative padding, a reversal and a slice.
     z = jnp.concatenate([jnp.sin(x), y], axis=1)
+    first, second = jax.lax.split(z, (2, 3), axis=1)
+    z = jnp.concatenate([second, first * 2], axis=1)
     z = jax.lax.pad(z, 0.5, [(1, -1, 1), (-2, 3, 2)])
     return jax.lax.rev(z, (1,))[1:, ::2]
 

@@ -88,6 +88,14 @@ def _eqn(eqn: Any, inputs: list[tuple[Any, bool]], rows: int) -> list[tuple[Any,
     if sub is not None:
         inner, consts = sub
         return _run(inner, consts, inputs, rows)
+    if name == "split":
+        (x, b), *rest = inputs
+        if rest:
+            raise Unsupported
+        cuts = np.cumsum(eqn.params["sizes"])[:-1]
+        parts = np.split(x, cuts, axis=eqn.params["axis"] + int(b))
+        pairs = zip(parts, out_avals, strict=True)
+        return [(np.asarray(part, aval.dtype), b) for part, aval in pairs]
     dtype = np.dtype(out_avals[0].dtype)
     if name in STRUCTURAL:
         (x, b), *rest = inputs

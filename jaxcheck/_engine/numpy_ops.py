@@ -225,6 +225,17 @@ class Unsupported(Exception):
     """An op with no NumPy counterpart here: the check stays op by op."""
 
 
+# Every op with a NumPy counterpart, by the table or rule that computes it.
+_TABLES = (
+    UNARY,
+    BINARY,
+    STRUCTURAL,
+    WITH_PARAMS,
+    MANY,
+    {"select_n", "dot_general", "split"},
+)
+
+
 def called_jaxpr(eqn: Any) -> tuple[Any, Sequence[Any]] | None:
     """(jaxpr, consts) of a call whose primal is its jaxpr (a `jit`, a custom
     rule's call, `checkpoint`), else None."""
@@ -250,17 +261,8 @@ def supported(jaxpr: Any) -> bool:
             if not supported(sub[0]):
                 return False
             continue
-        if name not in UNARY and name not in BINARY and name not in STRUCTURAL:
-            if (
-                name not in WITH_PARAMS
-                and name not in MANY
-                and name
-                not in (
-                    "select_n",
-                    "dot_general",
-                )
-            ):
-                return False
+        if not any(name in table for table in _TABLES):
+            return False
         dtypes = [np.dtype(v.aval.dtype) for v in (*eqn.invars, *eqn.outvars)
                   if hasattr(getattr(v, "aval", None), "dtype")]  # fmt: skip
         allowed = _REAL if name in _REAL_ONLY else _DTYPES
