@@ -15,7 +15,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from .op_by_op import _CALLS, _HOST_TWINS
+from .op_by_op import _CALLS, _HOST_TWINS, _parts
 
 # The dtypes NumPy computes as XLA does, op by op (each op rounds to its dtype;
 # JAX's bfloat16 is a NumPy dtype with NumPy's ufuncs).
@@ -242,12 +242,9 @@ def called_jaxpr(eqn: Any) -> tuple[Any, Sequence[Any]] | None:
     name = eqn.primitive.name
     key = "jaxpr" if name in ("jit", "pjit") else _CALLS.get(name)
     sub = eqn.params.get(key) if key else None
-    if sub is None:
+    if sub is None or not hasattr(_parts(sub)[0], "eqns"):
         return None
-    inner = getattr(sub, "jaxpr", sub)
-    if not hasattr(inner, "eqns"):
-        return None
-    return inner, getattr(sub, "consts", ())
+    return _parts(sub)
 
 
 def supported(jaxpr: Any) -> bool:

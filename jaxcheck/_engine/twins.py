@@ -137,16 +137,17 @@ def float64_twin(
     u = max(float(jnp.finfo(prepared.out_dtype).eps), float(jnp.finfo(np.float32).eps))
     # Op by op, NumPy evaluates the twin where it can (no float64 op to compile);
     # agreeing with `fun` in its own dtype vouches for NumPy's rows too.
-    value = point_on_host(point, dynamic) if isinstance(point, OpByOp) else None
-    if value is not None and np.any(_off(value, base, u)):
-        distrust_host(point)
-        value = None
-    if value is not None:
+    host = point_on_host(point, dynamic) if isinstance(point, OpByOp) else None
+    value = None if host is None else np.asarray(host, np.float64).reshape(-1)
+    off = None if value is None else _unfaithful(value, base, u)
+    if off is not None and not np.any(off):
         trust_host(point)
     else:
+        if host is not None:
+            distrust_host(point)
         value = evaluate(twin.problem, dynamic, eager=prepared.eager, point=point)
-    value = np.asarray(value, np.float64).reshape(-1)
-    off = _off(value, base, u)
+        value = np.asarray(value, np.float64).reshape(-1)
+        off = _unfaithful(value, base, u)
     if np.any(off):
         k = int(np.flatnonzero(off)[0])
         where = f" (output {k})" if base.size > 1 else ""
@@ -160,10 +161,9 @@ def float64_twin(
     return twin_prepared, ""
 
 
-def _off(value: Any, base: np.ndarray, u: float) -> np.ndarray:
+def _unfaithful(value: np.ndarray, base: np.ndarray, u: float) -> np.ndarray:
     """Where the twin's value is not `fun`'s in its own dtype (to `_VALUE_ULPS`
-    units of it); NaN on both sides agrees."""
-    value = np.asarray(value, np.float64).reshape(-1)
+    units `u` of it); NaN on both sides agrees."""
     with np.errstate(invalid="ignore"):
         off = ~(np.abs(change(value, base)) <= _VALUE_ULPS * u * np.abs(base))
     return off & ~(np.isnan(value) & np.isnan(base))
