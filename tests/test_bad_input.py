@@ -370,9 +370,8 @@ def test_exception_in_fun_propagates_with_note(entry, exception):
 def test_exception_in_later_trace_propagates_with_note(entry, monkeypatch):
     # The first trace checks the output; later ones compute jax.grad or evaluate
     # the perturbed chunks. Wherever it is raised, the exception comes out as is.
-    # (A check this small would evaluate its points from the first trace.)
-    monkeypatch.setattr(_jaxpr, "ONE_BY_ONE_MAX_OPS", 0)
-    monkeypatch.setattr(_jaxpr, "ONE_POINT_MAX_EVALUATIONS", 0)
+    # (Eagerly, a check this small would replay its points from the first trace.)
+    monkeypatch.setattr(_jaxpr, "EAGER_MAX_EQUATIONS", -1)
     clean = _raise_on_call(0, None)
     entry(clean, PARAMS)
     n_traces = len(clean.calls)

@@ -14,12 +14,12 @@ from jaxcheck import BatchingFallbackWarning
 from jaxcheck._engine import jaxpr as _jaxpr
 
 
-@pytest.fixture(autouse=True)
-def batched(monkeypatch):
-    # Checks this small evaluate their points one at a time, which needs no
-    # batching; batch them, as a check with more entries does.
-    monkeypatch.setattr(_jaxpr, "ONE_BY_ONE_MAX_OPS", 0)
-    monkeypatch.setattr(_jaxpr, "ONE_POINT_MAX_EVALUATIONS", 0)
+@pytest.fixture(autouse=True, params=["eager", "compiled"])
+def way(request, monkeypatch):
+    # Both ways to evaluate the points fall back to one point at a time.
+    if request.param == "compiled":
+        monkeypatch.setattr(_jaxpr, "EAGER_MAX_EQUATIONS", -1)
+    return request.param
 
 
 def make_host_sin(derivative_factor=1.0):
@@ -43,10 +43,11 @@ def loss(w):
     return jnp.sum(HOST_SIN(w) ** 2)
 
 
-def test_an_unbatchable_fun_is_checked_one_point_at_a_time():
+def test_an_unbatchable_fun_is_checked_one_point_at_a_time(way):
     with pytest.warns(BatchingFallbackWarning, match="pure_callback"):
         report = jaxcheck.check_grad(loss, W)
     assert report.ok, str(report)
+    assert report.evaluation == f"{way}, one point at a time"
     assert "evaluated one point at a time: `fun` cannot be batched" in report.note
     assert "NotImplementedError" in str(report)
 
@@ -100,13 +101,3 @@ def test_the_screening_modes_fall_back_too(mode):
     assert not bad.ok and "params" in bad.verdict
 
 
-def test_a_small_check_one_point_at_a_time_needs_no_fallback(monkeypatch):
-    monkeypatch.undo()  # the default: this check is small enough
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", BatchingFallbackWarning)
-        report = jaxcheck.check_grad(loss, W)
-        assert report.ok, str(report)
-        assert "cannot be batched" not in report.note
-        wrong = make_host_sin(derivative_factor=1.01)
-        with pytest.raises(jaxcheck.GradCheckError, match=r"worst params\["):
-            jaxcheck.assert_grad(lambda w: jnp.sum(wrong(w) ** 2), W)

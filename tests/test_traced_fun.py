@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import jaxcheck
-from jaxcheck._engine.op_by_op import count_dispatches
 from jaxcheck._engine.traced_fun import (
     remembering_traces,
     replaying_op_by_op,
@@ -82,17 +81,15 @@ def test_the_replay_is_one_call_when_traced_and_op_by_op_when_eager():
         return stand_in(x * 2.0, 2)["y"]
 
     names = [e.params.get("name") for e in jax.make_jaxpr(g)(X).eqns]
-    assert "jaxcheck_replay" in names
-    # Op by op, the call is inlined: its ops are dispatched one by one.
-    # mul; then sin, mul (y) and integer_pow, reduce_sum (z) inside the call.
-    assert count_dispatches(jax.make_jaxpr(g)(X).jaxpr) == 5
+    assert any(str(n).startswith("jaxcheck_replay") for n in names)
 
     @replaying_op_by_op
     def eager(x):
         return jax.make_jaxpr(jax.vmap(g))(x)
 
     inlined = eager(X[None])
-    assert "jaxcheck_replay" not in [e.params.get("name") for e in inlined.eqns]
+    names = [str(e.params.get("name")) for e in inlined.eqns]
+    assert not any(n.startswith("jaxcheck_replay") for n in names)
     np.testing.assert_allclose(jax.vmap(g)(X[None])[0], jnp.sin(X * 2.0) * 2)
 
 

@@ -164,6 +164,35 @@ def test_a_nondeterministic_function_is_reported_as_such():
         jaxcheck.assert_grad(_noisy, jnp.arange(3.0))
 
 
+def _noisy_vector(x):
+    # The case: fresh 1e-9 host noise at every call, several outputs.
+    noise = jax.pure_callback(
+        lambda x: np.random.default_rng().normal(size=x.shape),
+        jax.ShapeDtypeStruct((3,), jnp.float64),
+        jax.lax.stop_gradient(x),
+        vmap_method="sequential",
+    )
+    return x**2 + 1e-9 * noise
+
+
+@pytest.mark.parametrize("check", ["check_grad", "check_jacobian", "check_jvp"])
+def test_every_check_judges_nondeterminism_by_one_rule(check):
+    x = jnp.arange(1.0, 4.0)
+    if check == "check_grad":
+        report = jaxcheck.check_grad(lambda x: jnp.sum(_noisy_vector(x)), x)
+    elif check == "check_jacobian":
+        report = jaxcheck.check_jacobian(_noisy_vector, x)
+    else:
+        report = jaxcheck.check_jvp(_noisy_vector, (x,))
+    assert report.nondeterministic and not report.ok, str(report)
+    assert report.verdict.startswith("NONDETERMINISTIC")
+
+
+def test_a_deterministic_jacobian_is_not_called_nondeterministic():
+    report = jaxcheck.check_jacobian(lambda x: x**2, jnp.arange(1.0, 4.0))
+    assert report.ok and report.spread == 0.0 and not report.nondeterministic
+
+
 def test_nondet_tol_accepts_a_known_spread():
     report = jaxcheck.check_grad(_noisy, jnp.arange(3.0), nondet_tol=1.0, eps=1e-1)
     assert not report.nondeterministic

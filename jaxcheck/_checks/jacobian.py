@@ -174,7 +174,7 @@ def jacobian_check(
                 )
                 raise
             analytic[mode] = np.asarray(matrix, np.float64)
-    judged, note = judge_jacobian(prepared, outputs, analytic, options)
+    judged, note, evaluation = judge_jacobian(prepared, outputs, analytic, options)
     note = "; ".join(x for x in (note, skipped) if x)
     return jacobian_report(
         fun_name=name,
@@ -184,6 +184,8 @@ def jacobian_check(
         modes=[_MODE_NAMES[k] for k in analytic],
         judged=judged,
         note=note,
+        evaluation=evaluation,
+        nondet_tol=options.nondet_tol,
         out_name=out_name,
         in_name=in_name,
     )

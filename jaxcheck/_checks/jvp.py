@@ -34,7 +34,6 @@ from .._engine.numerical_jacobian import (
     output_leaves,
     prepare_vector,
 )
-from .._engine.op_by_op import host_twin
 from .._engine.refine import Judged
 from .._engine.traced_fun import traced_fun
 from .._runtime.sharding import host_value
@@ -44,13 +43,6 @@ from .._verdict.jacobian_report import JacobianReport, jacobian_report
 from .directions import check_arguments, float_leaves, tangents_for
 
 
-def _moved_on_host(x: np.ndarray, s: np.ndarray, t: np.ndarray) -> list:
-    """`_moved` on the host, for every row (the leading axis of each input)."""
-    s = s.reshape(s.shape + (1,) * (x.ndim - s.ndim))
-    return [x + s.astype(x.dtype) * t.astype(x.dtype)]
-
-
-@host_twin(_moved_on_host)  # one program per shape, compiled checks only
 def _moved(x: Any, s: jax.Array, t: jax.Array) -> jax.Array:
     """x + s·t in x's dtype, cast explicitly (a real s and a complex x or t must
     not rely on implicit promotion)."""
@@ -184,12 +176,14 @@ def jvp_report(
     prepared = prepare_vector(
         VectorFun(Directional(traced)), jnp.zeros((), s_dtype), args, along
     )
-    judged, note = judge_jacobian(prepared, outputs, {mode: column * scale}, along)
+    analytic = {mode: column * scale}
+    judged, note, evaluation = judge_jacobian(prepared, outputs, analytic, along)
     judged = _unscaled(judged, scale)
     return jacobian_report(
         fun_name=name or f"JVP of {fun_name(fun)}", method=method, prepared=prepared,
-        outputs=outputs, modes=[mode], judged=judged, note=note, out_name=out_name,
-        in_name="",
+        outputs=outputs, modes=[mode], judged=judged, note=note,
+        evaluation=evaluation, out_name=out_name, in_name="",
+        nondet_tol=options.nondet_tol,
     )  # fmt: skip
 
 

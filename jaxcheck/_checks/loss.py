@@ -11,13 +11,13 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
 from .._base.options import Options
 from .._base.validate import check_base_value
 from .._engine.analytic import analytic_side, fun_name
-from .._engine.chunks import noting_fallbacks
+from .._engine.chunks import evaluated_as, noting_fallbacks
+from .._engine.compare import nondeterminism_tolerance
 from .._engine.directional import DEFAULT_PROBES
 from .._engine.evaluate import trace_base
 from .._engine.lazy_twin import is_lazy, judge_twinned
@@ -25,7 +25,6 @@ from .._engine.narrowing import probe_leaves
 from .._engine.numerical import Prepared, prepare
 from .._engine.refine import Judged, judge
 from .._engine.sampling import sampled_entries, suspect_entries
-from .._engine.steps import NOISE_FACTOR
 from .._engine.twins import numerical_side
 from .._runtime.fingerprint import leaves_digest
 from .._runtime.multiprocess import agree, is_multiprocess
@@ -126,7 +125,7 @@ def gradient_report(
             record = stack.enter_context(record)
         # A compiled check whose twin waits for the native differences takes
         # J(θ) from their batch: no program of its own to compile for it.
-        compiled = prepared.point is None and not prepared.eager
+        compiled = not prepared.eager
         later = compiled and options.mode != "fast"
         later &= is_lazy(prepared, options.tolerance, method)
         base_value, analytic_leaves = analytic_side(
@@ -147,16 +146,11 @@ def gradient_report(
         if base_value is None:
             base_value = float(np.reshape(judged.base, -1)[0])
             check_base_value(base_value, tree)
-        nondet_tol = options.nondet_tol
-        if nondet_tol is None:
-            nondet_tol = NOISE_FACTOR * float(jnp.finfo(out_dtype).eps)
-            nondet_tol *= abs(base_value)
-        said = [note] if note else []
-        if fallbacks:
-            said.append(
-                f"evaluated one point at a time: `fun` cannot be batched "
-                f"({fallbacks[0]})"
-            )
+        nondet_tol = nondeterminism_tolerance(
+            options.nondet_tol, out_dtype, base_value
+        )
+        evaluation, fallback = evaluated_as(prepared.way, fallbacks)
+        said = [x for x in (note, fallback) if x]
         if options.resume is not None:
             said.append(
                 f"resumed: {record.loaded} chunks from the record in "
@@ -177,6 +171,7 @@ def gradient_report(
             entries=entries,
             checked=checked,
             probes=probes,
+            evaluation=evaluation,
         )
     report.seconds = tracker.seconds
     report.compile_seconds = tracker.compile_seconds

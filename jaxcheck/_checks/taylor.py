@@ -154,7 +154,7 @@ def taylor_test(
     )
     # The steps are evaluated by one compiled kernel, reused by the next test of
     # the same shapes: compile the gradient beside it rather than run it op by op.
-    prepared = dataclasses.replace(prepared, eager=False, point=None)
+    prepared = dataclasses.replace(prepared, eager=False)
     tree = prepared.tree
     _, grads = analytic_side(grad, prepared, params, args)
     leaves = tree.leaves

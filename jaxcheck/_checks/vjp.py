@@ -21,7 +21,6 @@ from .._base.errors import raise_if_failed
 from .._base.options import DEFAULT_MEMORY_BUDGET, Options, make_options
 from .._engine.analytic import fun_name
 from .._engine.numerical_jacobian import of_some_leaves
-from .._engine.op_by_op import host_twin
 from .._engine.steps import common_dtype
 from .._engine.traced_fun import remembering_traces, traced_fun
 from .._tree.device import device_value
@@ -53,24 +52,6 @@ jax.tree_util.register_pytree_with_keys(
 )
 
 
-def _pair_on_host(*leaves: np.ndarray) -> list:
-    """`_pair` on the host, in 64 bits, for every row of its flat leaves (each
-    with a leading axis of rows)."""
-    half = len(leaves) // 2
-    total = np.zeros(len(leaves[0]) if leaves else 1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        for c, o in zip(leaves[:half], leaves[half:], strict=True):
-            complex_ = np.iscomplexobj(c) or np.iscomplexobj(o)
-            wide = np.complex128 if complex_ else np.float64
-            c = c.reshape(len(c), -1).astype(wide)
-            o = o.reshape(len(o), -1).astype(wide)
-            # Only where c ≠ 0: a zero cotangent pairs to 0 even with o infinite.
-            terms = np.multiply(c, o, out=np.zeros_like(c), where=c != 0)
-            total = total + np.sum(terms.real if complex_ else terms, axis=1)
-    return [total]
-
-
-@host_twin(_pair_on_host)  # one program per shape, compiled checks only
 def _pair(cotangents: list[jax.Array], out: list[jax.Array]) -> jax.Array:
     """Σ Re(c · o) over the leaves, in their common dtype, cast explicitly (a
     user may have made promotion strict); a zero cotangent pairs to 0 even with

@@ -125,17 +125,13 @@ def analytic_side(
 def base_output(prepared: Prepared) -> np.ndarray:
     """J(θ), as float64 (a vector for a `fun` with several outputs)."""
     tree = prepared.tree
-    value = evaluate(
-        tree.problem, tree.dynamic, eager=prepared.eager, point=prepared.point
-    )
+    value = evaluate(tree.problem, tree.dynamic, eager=prepared.eager)
     return np.asarray(value, np.float64)
 
 
 def base_value_of(prepared: Prepared) -> float:
     tree = prepared.tree
-    value = evaluate(
-        tree.problem, tree.dynamic, eager=prepared.eager, point=prepared.point
-    )
+    value = evaluate(tree.problem, tree.dynamic, eager=prepared.eager)
     value = float(value)
     _validate.check_base_value(value, tree)
     return value

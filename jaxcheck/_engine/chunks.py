@@ -146,3 +146,15 @@ def noting_fallbacks() -> Iterator[list[str]]:
         yield _FALLBACKS.get()
     finally:
         _FALLBACKS.reset(token)
+
+
+def evaluated_as(way: str, fallbacks: Sequence[str]) -> tuple[str, str]:
+    """What a report says of how its points were evaluated: its `evaluation`
+    (`way`, and ", one point at a time" after a fallback) and a note for the
+    fallback ("" when none), from what `noting_fallbacks` collected."""
+    if not fallbacks:
+        return way, ""
+    return (
+        f"{way}, one point at a time",
+        f"evaluated one point at a time: `fun` cannot be batched ({fallbacks[0]})",
+    )

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._base.options import Tolerance
 from .._tree.pytree import LeafInfo
-from .steps import default_floor
+from .steps import NOISE_FACTOR, default_floor
 
 # Per-entry verdicts, stored as small ints in `Comparison.status`. Entries with a
 # status of FAILING or above fail the check.
@@ -210,3 +210,16 @@ def compare(
             )
         status[same] = BOTH_NONFINITE
     return Comparison(analytic, numeric, abs_err, rel_err, tolerance, status)
+
+
+def nondeterminism_tolerance(
+    nondet_tol: float | None, out_dtype: np.dtype, base: np.ndarray | float
+) -> float:
+    """The spread of J(θ) between identical evaluations above which `fun` is
+    nondeterministic, for every report: `nondet_tol` when given, else
+    NOISE_FACTOR units of the output dtype's epsilon times max |J(θ)|."""
+    if nondet_tol is not None:
+        return float(nondet_tol)
+    with np.errstate(invalid="ignore"):
+        scale = float(np.nanmax(np.abs(np.asarray(base, np.float64)), initial=0.0))
+    return NOISE_FACTOR * float(jnp.finfo(out_dtype).eps) * scale

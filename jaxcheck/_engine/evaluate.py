@@ -17,7 +17,6 @@ same shapes compiles nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -30,9 +29,6 @@ from .._tree.pytree import LeafInfo, Problem, format_path
 from .blocks import Block
 from .chunks import run_chunks
 from .context import add_context
-from .host_rows import rows_on_host
-from .jaxpr import point_way
-from .op_by_op import OpByOp
 from .traced_fun import replaying_op_by_op
 
 
@@ -43,44 +39,14 @@ def _evaluate(problem: Problem, dynamic: tuple[jax.Array, ...]) -> Any:
 _evaluate_jit = jax.jit(_evaluate, static_argnums=0)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class CompiledPoint:
-    """`fun` at one point by its own program, the one `trace_base` traces:
-    compiled once (J(θ) compiles it) and called for every point of the check."""
-
-    problem: Problem
-
-    def __call__(self, dynamic: Sequence[Any]) -> Any:
-        return _evaluate_jit(self.problem, tuple(dynamic))
-
-
-OnePoint = OpByOp | CompiledPoint
-
-
-def one_point(
-    traced: Any, problem: Problem, evaluations: int, fun_bytes: int
-) -> OnePoint | None:
-    """How `fun` (traced by `trace_base`, `fun_bytes` of intermediates) is
-    evaluated at `evaluations` points one at a time, or None where they are
-    batched (see `point_way`)."""
-    way = point_way(traced.jaxpr.jaxpr, evaluations, fun_bytes)
-    if way == "op by op":
-        return OpByOp.of(traced)
-    return CompiledPoint(problem) if way == "compiled" else None
-
-
 def evaluate(
     problem: Problem,
     dynamic: tuple[jax.Array, ...],
     *,
     eager: bool = False,
-    point: OnePoint | None = None,
 ) -> Any:
-    """`fun(params, *args)` at the unperturbed point (with `point`, op by op from
-    its traced jaxpr)."""
+    """`fun(params, *args)` at the unperturbed point (with `eager`, op by op)."""
     try:
-        if point is not None:
-            return point(dynamic)
         return (_evaluate if eager else _evaluate_jit)(problem, dynamic)
     except Exception as error:
         add_context(error, "being evaluated at the unperturbed `params`", problem)
@@ -123,6 +89,38 @@ def value_and_grad(
     )
 
 
+def _perturbed(
+    problem: Problem,
+    block: Block,
+    dynamic: tuple[jax.Array, ...],
+    index: jax.Array,
+    value: jax.Array,
+) -> Any:
+    """`fun` with entry `index` of the block set to `value`: the one perturbation
+    kernel of entry-wise differences.
+
+    The other entries stay bit-identical: each perturbed leaf is built by a
+    select against an iota (adding 0·s would turn −0.0 into +0.0), which XLA
+    fuses into one pass that writes the batch of copies: measured 1.4x to 1.5x
+    faster per evaluation of an MLP's 218x218 weight (float64, CPU) than a
+    scatter into a broadcast copy, which writes every copy twice.
+    """
+    if block.sharding is not None:
+        leaves = [sharded_copy(dynamic[block.positions[0]], block, index, value)]
+    else:
+        leaves = [
+            jnp.where(
+                jnp.arange(size, dtype=index.dtype) == index - start,
+                value,
+                dynamic[position].reshape(-1),
+            ).reshape(shape)
+            for position, start, size, shape in zip(
+                block.positions, block.starts(), block.sizes, block.shapes, strict=True
+            )
+        ]
+    return problem.evaluate(replace_leaves(dynamic, block.positions, leaves))
+
+
 def _evaluate_chunk(
     problem: Problem,
     block: Block,
@@ -132,34 +130,18 @@ def _evaluate_chunk(
     batched: bool = True,
 ) -> jax.Array:
     """`fun` with entry `indices[k]` of the block set to `values[k]`, for every k:
-    batched with `vmap`, or (not `batched`) one after another with `lax.map`.
-
-    Each perturbed leaf is built by a select against an iota, which XLA fuses
-    into one pass that writes the batch of copies: measured 1.4x to 1.5x faster
-    per evaluation of an MLP's 218x218 weight (float64, CPU) than a scatter into
-    a broadcast copy, which writes every copy twice.
-    """
-    starts = block.starts()
-
-    def one(index, value):
-        if block.sharding is not None:
-            leaves = [sharded_copy(dynamic[block.positions[0]], block, index, value)]
-        else:
-            leaves = [
-                jnp.where(
-                    jnp.arange(size, dtype=index.dtype) == index - start,
-                    value,
-                    dynamic[position].reshape(-1),
-                ).reshape(shape)
-                for position, start, size, shape in zip(
-                    block.positions, starts, block.sizes, block.shapes, strict=True
-                )
-            ]
-        return problem.evaluate(replace_leaves(dynamic, block.positions, leaves))
-
-    if not batched:
+    batched with `vmap`, or (not `batched`, for a `fun` that `vmap` cannot
+    batch) one row after another, compiled as a `lax.map` or eagerly as a loop."""
+    one = functools.partial(_perturbed, problem, block, dynamic)
+    if batched:
+        return jax.vmap(one, spmd_axis_name=block.batch_axes or None)(indices, values)
+    if isinstance(indices, jax.core.Tracer):
         return jax.lax.map(lambda row: one(*row), (indices, values))
-    return jax.vmap(one, spmd_axis_name=block.batch_axes or None)(indices, values)
+    outs = [one(i, v) for i, v in zip(indices, values, strict=True)]
+    return jax.tree.map(lambda *x: jnp.stack(x), *outs)
+
+
+_evaluate_rows = functools.partial(_evaluate_chunk, batched=False)
 
 
 def sharded_copy(
@@ -177,43 +159,13 @@ def sharded_copy(
     return jax.lax.with_sharding_constraint(copy, block.sharding)
 
 
+# The two ways to evaluate a batch of perturbed points (see `_engine.jaxpr`):
+# compiled, one program per block and chunk length; eager, `fun`'s ops
+# dispatched one by one by JAX. Each with its one-point-at-a-time fallback.
 _evaluate_chunk_jit = jax.jit(_evaluate_chunk, static_argnums=(0, 1))
+_evaluate_rows_jit = jax.jit(_evaluate_rows, static_argnums=(0, 1))
 _evaluate_chunk_eager = replaying_op_by_op(_evaluate_chunk)
-# For a `fun` that cannot be batched: the same rows, one at a time.
-_evaluate_rows_jit = jax.jit(
-    functools.partial(_evaluate_chunk, batched=False), static_argnums=(0, 1)
-)
-
-
-def _rows_one_by_one(
-    point: OnePoint,
-    block: Block,
-    dynamic: tuple[jax.Array, ...],
-    indices: np.ndarray,
-    values: np.ndarray,
-) -> np.ndarray:
-    """`fun` with entry `indices[k]` of the block set to `values[k]`, one k at a
-    time: the copies are made on the host, so no op of the batch's shape (and
-    no program) is compiled. They go to `fun`'s first ops as host arrays, which
-    an op takes in with its own dispatch, faster than a `device_put` first."""
-    hosts = [np.asarray(dynamic[p]).reshape(-1) for p in block.positions]
-    starts = block.starts()
-    if isinstance(point, OpByOp) and len(indices):
-        rows = rows_on_host(point, block, dynamic, hosts, indices, values)
-        if rows is not None:
-            return rows
-    out = []
-    for index, value in zip(np.asarray(indices), np.asarray(values), strict=True):
-        leaves = []
-        for host, start, size, shape in zip(
-            hosts, starts, block.sizes, block.shapes, strict=True
-        ):
-            copy = host.copy()
-            if start <= index < start + size:
-                copy[index - start] = value
-            leaves.append(copy.reshape(shape))
-        out.append(np.asarray(point(replace_leaves(dynamic, block.positions, leaves))))
-    return np.stack(out)
+_evaluate_rows_eager = replaying_op_by_op(_evaluate_rows)
 
 
 def trace_base(problem: Problem, dynamic: tuple[jax.Array, ...]):
@@ -240,31 +192,20 @@ def evaluate_block(
     chunk: int,
     eager: bool = False,
     recorded: bool = True,
-    point: OnePoint | None = None,
 ) -> np.ndarray:
     """`fun` at every perturbation (`indices[k]` set to `values[k]`), chunk by chunk
-    (with `eager`, op by op instead of compiled; with `point`, one perturbation
-    at a time, op by op). Unless `recorded` is False, the chunks go to (and come
-    from) the resume record, when the check keeps one."""
+    (with `eager`, op by op instead of compiled). Unless `recorded` is False, the
+    chunks go to (and come from) the resume record, when the check keeps one."""
     paths = ", ".join(format_path(leaf.path) for leaf in block_leaves)
-    if point is not None and block.sharding is None:
-        program = functools.partial(_rows_one_by_one, point, block, dynamic)
+    if eager:
+        batched, one_by_one = _evaluate_chunk_eager, _evaluate_rows_eager
     else:
-        program = _evaluate_chunk_eager if eager else _evaluate_chunk_jit
-        program = functools.partial(program, problem, block, dynamic)
+        batched, one_by_one = _evaluate_chunk_jit, _evaluate_rows_jit
     return run_chunks(
-        program,
+        functools.partial(batched, problem, block, dynamic),
         (indices, values),
         chunk,
         lambda k, n: f"evaluating chunk {k + 1} of {n} with {paths} perturbed",
-        _tag(block, values.dtype, eager, point) if recorded else None,
-        functools.partial(_evaluate_rows_jit, problem, block, dynamic),
+        f"block {block} of {values.dtype}, eager={eager}" if recorded else None,
+        functools.partial(one_by_one, problem, block, dynamic),
     )
-
-
-def _tag(block: Block, dtype: np.dtype, eager: bool, point: OnePoint | None) -> str:
-    """What a resume record's chunk was evaluated by: the block and the way."""
-    tag = f"block {block} of {dtype}, eager={eager}"
-    if isinstance(point, CompiledPoint):
-        return tag + ", one by one compiled"
-    return tag + (", one by one" if point is not None else "")

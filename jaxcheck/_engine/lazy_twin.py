@@ -1,6 +1,6 @@
 """The float64 twin only where the native differences do not settle a verdict.
 
-When a check evaluates its points one at a time (`point_way`), its native
+When a check evaluates its points eagerly (`runs_eagerly`), its native
 differences cost dispatches of ops the analytic side has compiled already, while
 the twin compiles every op of `fun` once more, in float64: for a small function
 that is most of a check's time. Under the drop-in's floors (JAX's tolerances,
@@ -23,18 +23,16 @@ import numpy as np
 from .._base.options import Tolerance
 from .analytic import base_output
 from .compare import Comparison
-from .numerical import FIRST_REPEATS, Prepared
+from .numerical import Prepared
 from .refine import Judged, judge
 from .twins import float64_twin, needs_float64_twin, numerical_side, x64
 
 
 def is_lazy(prepared: Prepared, tolerance: Tolerance, method: str) -> bool:
     """Whether the twin waits for the native differences: where the points run
-    one at a time, or where the tolerance has floors (the drop-in's, as wide
-    as JAX's), which native differences nearly always settle."""
-    return method != "complex" and (
-        prepared.point is not None or bool(tolerance.floors)
-    )
+    eagerly, or where the tolerance has floors (the drop-in's, as wide as
+    JAX's), which native differences nearly always settle."""
+    return method != "complex" and (prepared.eager or bool(tolerance.floors))
 
 
 def judge_twinned(
@@ -48,7 +46,7 @@ def judge_twinned(
 ) -> tuple[Judged, str]:
     """`judge` on the numerical side `numerical_side` picks (the float64 twin
     where `fun` is narrow and the twin faithful), lazily where the points run
-    one at a time. Returns the verdicts and the note on the differences.
+    eagerly. Returns the verdicts and the note on the differences.
 
     `base_value` is J(θ), which the twin must reproduce to be faithful; None
     evaluates it where it is needed (lazily, it comes from the native batch).
@@ -74,7 +72,7 @@ def judge_twinned(
         if base_value is None:
             base_value = judged.base
         # Central differences at h and 2h for each entry left open.
-        twin, why = float64_twin(prepared, base_value, 4 * rows.size + FIRST_REPEATS)
+        twin, why = float64_twin(prepared, base_value)
         if twin is None:
             return judged, f"differences in the native dtype: {why}"
         again = judge(twin, analytic, method=method, entries=again_at, **judging)

@@ -19,9 +19,8 @@ from .._runtime.fingerprint import fingerprint
 from .._runtime.multiprocess import agree, is_multiprocess
 from .._runtime.sharding import adopt, host_value
 from .._tree.pytree import SplitTree, format_path, split
-from .evaluate import OnePoint, one_point, trace_base
+from .evaluate import trace_base
 from .jaxpr import intermediate_bytes, runs_eagerly
-from .op_by_op import OpByOp
 from .perturb import evaluate_shifts
 from .steps import roundoff_bound, step_sizes
 
@@ -50,9 +49,12 @@ class Prepared:
     out_dtype: np.dtype
     fun_bytes: int  # intermediates of one evaluation of `fun`
     n_outputs: int = 1
-    eager: bool = False  # small enough to evaluate op by op (see `_engine.jaxpr`)
-    # With few evaluations: each point alone (`_engine.jaxpr.point_way`).
-    point: OnePoint | None = dataclasses.field(default=None, compare=False)
+    eager: bool = False  # evaluated op by op, not compiled (`runs_eagerly`)
+
+    @property
+    def way(self) -> str:
+        """How the points are evaluated, as reports say it."""
+        return "eager" if self.eager else "compiled"
 
 
 def prepare(
@@ -91,18 +93,10 @@ def prepare(
         program = traced.lower().as_text()
         agree(fingerprint(program, tree.dynamic, options or evaluation, 0))
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
-    # One at a time, a sharded leaf would be perturbed outside any program.
-    first_pass = len(_SIGNS[method]) * tree.size + FIRST_REPEATS
-    point = None if sharded else one_point(traced, tree.problem, first_pass, fun_bytes)
     # Central differences, refined at 2h: about four evaluations per entry.
-    # Points run op by op share the ops of an analytic side run op by op; those
-    # run by a compiled program go with a compiled analytic side.
-    eager = isinstance(point, OpByOp) or (
-        point is None
-        and not sharded
-        and runs_eagerly(
-            tree.problem, tree.dynamic, traced.jaxpr.jaxpr, fun_bytes, 4 * tree.size
-        )
+    # The analytic side goes the same way as the points.
+    eager = runs_eagerly(
+        traced.jaxpr.jaxpr, fun_bytes, 4 * tree.size, sharded=bool(sharded)
     )
     return Prepared(
         tree=tree,
@@ -110,7 +104,6 @@ def prepare(
         fun_bytes=fun_bytes,
         n_outputs=1 if scalar else int(traced.out_info.shape[0]),
         eager=eager,
-        point=point,
     )
 
 
@@ -218,7 +211,6 @@ def differences(
         imaginary=method == "complex",
         n_outputs=prepared.n_outputs,
         eager=prepared.eager,
-        point=prepared.point,
     )
     if strict:
         _check_steps_resolve(shifted.moved, prepared.tree, entries, eps)

@@ -29,7 +29,7 @@ from .compare import OutputBlock
 from .evaluate import replace_leaves
 from .lazy_twin import judge_twinned
 from .numerical import Prepared, prepare
-from .op_by_op import host_twin
+from .chunks import evaluated_as, noting_fallbacks
 from .refine import Judged
 from .steps import common_dtype
 from .traced_fun import replaying_op_by_op
@@ -113,7 +113,6 @@ def _flat_on_host(*leaves: np.ndarray) -> list:
     return [np.concatenate(parts, axis=1)]
 
 
-@host_twin(_flat_on_host)  # one program per output structure, compiled checks only
 def _flat_real(out: Any) -> jax.Array:
     return ravel_output(realify(out))
 
@@ -212,11 +211,12 @@ def judge_jacobian(
     outputs: tuple[OutputLeaf, ...],
     analytic: dict[str, np.ndarray],
     options: Options,
-) -> tuple[Judged, str]:
+) -> tuple[Judged, str, str]:
     """Compares each analytic (M, N) Jacobian in `analytic` (keyed by mode) with
     finite differences of `prepared`, all modes sharing one numerical side: the
     engine's steps, float64 twin, Richardson refinement, kinks and retries, as
-    for a gradient. Returns the verdicts, (N, modes·M), and the twin's note."""
+    for a gradient. Returns the verdicts, (N, modes·M), a note on the numerical
+    side and how the points were evaluated (see `evaluated_as`)."""
     m = prepared.n_outputs
     matrices = list(analytic.values())
     stacked = np.concatenate([np.asarray(a, np.float64).T for a in matrices], axis=1)
@@ -226,18 +226,21 @@ def judge_jacobian(
         for o in outputs
     ]
     tree = prepared.tree
-    return judge_twinned(
-        prepared,
-        None,  # J(θ), for the twin's faithfulness: evaluated where needed
-        stacked,
-        shadow=options.shadow,
-        tolerance=options.tolerance,
-        leaves=tree.leaves,
-        outputs=blocks,
-        columns=np.tile(np.arange(m), len(matrices)),
-        adapt_steps=options.adapt_steps,
-        **options.evaluation,
-    )
+    with noting_fallbacks() as fallbacks:
+        judged, note = judge_twinned(
+            prepared,
+            None,  # J(θ), for the twin's faithfulness: evaluated where needed
+            stacked,
+            shadow=options.shadow,
+            tolerance=options.tolerance,
+            leaves=tree.leaves,
+            outputs=blocks,
+            columns=np.tile(np.arange(m), len(matrices)),
+            adapt_steps=options.adapt_steps,
+            **options.evaluation,
+        )
+    evaluation, fallback = evaluated_as(prepared.way, fallbacks)
+    return judged, "; ".join(x for x in (note, fallback) if x), evaluation
 
 
 def analytic_jacobian(

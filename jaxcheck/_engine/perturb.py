@@ -19,7 +19,7 @@ import numpy as np
 from .._runtime.sharding import devices_in_use, host_value
 from .._tree.pytree import SplitTree
 from .blocks import bytes_per_evaluation, chunk_length, entries_by_block
-from .evaluate import OnePoint, evaluate_block
+from .evaluate import evaluate_block
 from .steps import host_dtype, perturbed_values
 
 
@@ -58,7 +58,6 @@ def evaluate_shifts(
     imaginary: bool = False,
     n_outputs: int = 1,
     eager: bool = False,
-    point: OnePoint | None = None,
 ) -> Shifted:
     """Evaluates J at θ + s·hᵢ·eᵢ for every entry i of `entries` (sorted offsets
     into θ) and every shift s, batched per block of leaves. With `imaginary`, the
@@ -87,9 +86,7 @@ def evaluate_shifts(
         new = np.concatenate(moved_to + [np.repeat(theta[:1], repeats)])
         per_eval = bytes_per_evaluation(block, dtype.itemsize, fun_bytes)
         chunk = chunk_length(len(index), per_eval, memory_budget, chunk_size)
-        if point is not None and chunk_size is None:
-            chunk = len(index)  # one point at a time: no batch to bound
-        elif eager and chunk_size is None:
+        if eager and chunk_size is None:
             # Op by op, every op is compiled once per shape: batches of a power
             # of two rows let the next check (and the next refinement) reuse them.
             chunk = _bit_ceil(min(len(index), chunk))
@@ -98,9 +95,8 @@ def evaluate_shifts(
             # refinements of any size share a handful of compiled programs.
             chunk = min(_bit_ceil(len(index)), max(chunk, 8))
         out = evaluate_block(
-            tree.problem, block, leaves, tree.dynamic, index, new, chunk, eager,
-            point=point,
-        )  # fmt: skip
+            tree.problem, block, leaves, tree.dynamic, index, new, chunk, eager
+        )
         out = (out.imag if imaginary else out).astype(np.float64)
         out = out.reshape(len(out), n_outputs)
         shifted, again = out[: len(out) - repeats], out[len(out) - repeats :]
@@ -123,7 +119,7 @@ def evaluate_shifts(
                 last = _rows_in_last_chunk(len(index), chunk)
                 rerun = evaluate_block(
                     tree.problem, block, leaves, tree.dynamic, index[-last:],
-                    new[-last:], chunk, eager, recorded=False, point=point,
+                    new[-last:], chunk, eager, recorded=False,
                 )  # fmt: skip
                 rerun = (rerun.imag if imaginary else rerun).astype(np.float64)
                 gap = _gap(rerun.reshape(len(rerun), n_outputs)[-repeats:], again)

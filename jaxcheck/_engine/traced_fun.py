@@ -27,7 +27,6 @@ import jax.extend
 import numpy as np
 
 from .._tree.pytree import _is_array_leaf
-from .op_by_op import inlined_program
 
 _RAISED_WHILE_TRACED = "jaxcheck: raised by `fun` while its output shape was traced."
 
@@ -59,8 +58,8 @@ class TracedFun:
                 new[i] = x
             return fun(*jax.tree_util.tree_unflatten(self._treedef, new))
 
-        replay.__name__ = "replay"
-        self._program = inlined_program(replay)
+        replay.__name__ = f"jaxcheck_replay_{getattr(fun, '__name__', 'fun')}"
+        self._program = jax.jit(replay)
         try:  # JAX's self-checks apply where `fun`'s derivatives are taken
             with jax.enable_checks(False):
                 traced = self._program.trace(*(leaves[i] for i in self._arrays))
@@ -68,7 +67,7 @@ class TracedFun:
             error.add_note(_RAISED_WHILE_TRACED)
             raise
         self.out_info = traced.out_info
-        self._out_tree = traced.out_tree
+        self._out_tree = jax.tree_util.tree_structure(traced.out_info)
         self._by_ops = jax.extend.core.jaxpr_as_fun(traced.jaxpr)
 
     def __call__(self, *args: Any) -> Any:

@@ -25,11 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._tree.device import device_value
-from .evaluate import evaluate, one_point, trace_base
-from .host_rows import distrust_host, point_on_host, trust_host
+from .evaluate import evaluate, trace_base
 from .jaxpr import intermediate_bytes, sub_jaxprs
 from .numerical import Prepared, change
-from .op_by_op import OpByOp
 
 # The original value may differ from the float64 one by its own rounding: allow
 # this many units of its machine epsilon before calling the twin unfaithful.
@@ -87,24 +85,12 @@ def needs_float64_twin(prepared: Prepared) -> bool:
     )
 
 
-def _twin_point(
-    prepared: Prepared, traced: Any, problem: Any, evaluations: int, fun_bytes: int
-):
-    """A twin evaluates one point at a time where `prepared` does, by the way
-    that suits its own number of evaluations."""
-    if prepared.point is None:
-        return None
-    return one_point(traced, problem, evaluations, fun_bytes)
-
-
 def float64_twin(
-    prepared: Prepared, base_value: float | np.ndarray, evaluations: int | None = None
+    prepared: Prepared, base_value: float | np.ndarray
 ) -> tuple[Prepared | None, str]:
     """The float64 twin of `prepared`, or None and the reason there is none.
 
-    `evaluations`: about how many the twin will make (default: a first pass
-    and a refinement of every entry). Must be called, and its result used,
-    inside `x64()`.
+    Must be called, and its result used, inside `x64()`.
     """
     tree = prepared.tree
     dynamic = tuple(
@@ -129,25 +115,12 @@ def float64_twin(
     narrow = sorted(set(_narrow_outputs(traced.jaxpr.jaxpr)))
     if narrow:
         return None, f"`fun` computes in {', '.join(narrow)} internally"
-    if evaluations is None:
-        evaluations = 4 * tree.size
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
-    point = _twin_point(prepared, traced, twin.problem, evaluations, fun_bytes)
     base = np.asarray(base_value, np.float64).reshape(-1)
     u = max(float(jnp.finfo(prepared.out_dtype).eps), float(jnp.finfo(np.float32).eps))
-    # Op by op, NumPy evaluates the twin where it can (no float64 op to compile);
-    # agreeing with `fun` in its own dtype vouches for NumPy's rows too.
-    host = point_on_host(point, dynamic) if isinstance(point, OpByOp) else None
-    value = None if host is None else np.asarray(host, np.float64).reshape(-1)
-    off = None if value is None else _unfaithful(value, base, u)
-    if off is not None and not np.any(off):
-        trust_host(point)
-    else:
-        if host is not None:
-            distrust_host(point)
-        value = evaluate(twin.problem, dynamic, eager=prepared.eager, point=point)
-        value = np.asarray(value, np.float64).reshape(-1)
-        off = _unfaithful(value, base, u)
+    value = evaluate(twin.problem, dynamic, eager=prepared.eager)
+    value = np.asarray(value, np.float64).reshape(-1)
+    off = _unfaithful(value, base, u)
     if np.any(off):
         k = int(np.flatnonzero(off)[0])
         where = f" (output {k})" if base.size > 1 else ""
@@ -156,7 +129,7 @@ def float64_twin(
             f"dtype{where}"
         )
     twin_prepared = dataclasses.replace(
-        prepared, tree=twin, out_dtype=out_dtype, fun_bytes=fun_bytes, point=point
+        prepared, tree=twin, out_dtype=out_dtype, fun_bytes=fun_bytes
     )
     return twin_prepared, ""
 
@@ -252,7 +225,6 @@ def complex_twin(prepared: Prepared) -> Prepared:
         tree=twin,
         out_dtype=np.dtype(np.float64),
         fun_bytes=fun_bytes,
-        point=_twin_point(prepared, traced, twin.problem, 2 * tree.size, fun_bytes),
     )
 
 

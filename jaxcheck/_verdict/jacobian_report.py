@@ -12,7 +12,11 @@ import dataclasses
 
 import numpy as np
 
-from .._engine.compare import Comparison, lower_precision
+from .._engine.compare import (
+    Comparison,
+    lower_precision,
+    nondeterminism_tolerance,
+)
 from .._engine.numerical import Prepared
 from .._engine.numerical_jacobian import OutputLeaf
 from .._engine.refine import Judged
@@ -81,6 +85,8 @@ def jacobian_report(
     note: str,
     out_name: str,
     in_name: str,
+    evaluation: str = "",
+    nondet_tol: float | None = None,
 ) -> JacobianReport:
     """Lays out the engine's verdicts, (N, modes·M), as blocks of one output
     leaf against one input leaf per mode, each flattened output-major (the
@@ -128,5 +134,10 @@ def jacobian_report(
         skipped=prepared.tree.skipped,
         comparison=comparison,
         steps=laid_out(judged.steps),
+        spread=judged.spread,
+        nondet_tol=nondeterminism_tolerance(
+            nondet_tol, prepared.out_dtype, judged.base
+        ),
         note=note,
+        evaluation=evaluation,
     )

@@ -19,7 +19,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .entries import LeafSummary
-    from .report import GradCheckReport
 
 _DECADES = 4  # the colour scale runs from 1e-4 to 1e4 times the pass band
 _WRAP_1D = 32  # 1-D leaves longer than this are wrapped into rows
@@ -113,7 +112,7 @@ def _heatmap(
     return image
 
 
-def _bars(ax: Any, report: GradCheckReport) -> None:
+def _bars(ax: Any, report: Any) -> None:
     leaves = report.leaves
     floor = 1e-17
     values = [
@@ -135,14 +134,14 @@ def _bars(ax: Any, report: GradCheckReport) -> None:
 
 
 def plot_report(
-    report: GradCheckReport, path: str | os.PathLike[str], *, max_leaves: int = 12
+    report: Any, path: str | os.PathLike[str], *, max_leaves: int = 12
 ) -> None:
     """Draws `report` into a PNG at `path`; see `GradCheckReport.plot`."""
     figure = draw(report, max_leaves=max_leaves)
     figure.savefig(os.fspath(path), format="png", dpi=100, bbox_inches="tight")
 
 
-def draw(report: GradCheckReport, *, max_leaves: int = 12) -> Any:
+def draw(report: Any, *, max_leaves: int = 12) -> Any:
     """The `matplotlib.figure.Figure` that `plot_report` saves."""
     if not isinstance(max_leaves, int) or max_leaves < 1:
         raise ValueError(
@@ -150,7 +149,7 @@ def draw(report: GradCheckReport, *, max_leaves: int = 12) -> Any:
             "many leaves get a heatmap."
         )
     Figure, colors, ticker = _import_matplotlib()
-    shown = _shown(report._leaf_entries(), max_leaves)
+    shown = _shown(report.leaf_grids(), max_leaves)
     columns = max(1, min(3, len(shown)))
     rows = math.ceil(len(shown) / columns)
     bar_height = 0.6 + 0.22 * len(report.leaves)
