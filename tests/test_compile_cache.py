@@ -16,7 +16,7 @@ MLP_GRAD = jax.jit(jax.grad(mlp_loss))  # compiled once per shape, never calls `
 @pytest.fixture(autouse=True)
 def compiled(monkeypatch):
     """These tests are about compiled programs: small problems run op by op
-    (see `_engine.jaxpr.runs_eagerly`), so make every problem compile."""
+    (see `_engine.jaxpr.evaluation_way`), so make every problem compile."""
     monkeypatch.setattr(_jaxpr, "EAGER_MAX_EQUATIONS", -1)
 
 

@@ -1,5 +1,5 @@
 """The two ways to evaluate a check's points, eager and compiled: one rule picks
-one from the call alone (`_engine.jaxpr.runs_eagerly`), the report says which
+one from the call alone (`_engine.jaxpr.evaluation_way`), the report says which
 ran, both give the same numbers and catch the same planted bugs; in a narrow
 dtype the float64 twin is used only where the native differences do not settle
 a verdict."""
@@ -40,17 +40,37 @@ def _nested(x):
     return jnp.sum(jax.checkpoint(jnp.sin)(inner(x)) * jnp.arange(1.0, 7.0))
 
 
-@pytest.fixture(params=["eager", "compiled"])
-def way(request, monkeypatch):
-    """Runs a test under each way; small checks here are eager by the rule."""
-    if request.param == "compiled":
+ONE_BY_ONE = "eager, one point at a time"
+
+
+def _force(monkeypatch, way):
+    """Makes the rule pick `way` for the small checks here (which are eager,
+    one point at a time, by default)."""
+    if way != ONE_BY_ONE:
+        monkeypatch.setattr(_jaxpr, "ONE_BY_ONE_MAX_DISPATCHES", 0)
+    if way == "compiled":
         monkeypatch.setattr(_jaxpr, "EAGER_MAX_EQUATIONS", -1)
+
+
+@pytest.fixture(params=[ONE_BY_ONE, "eager", "compiled"])
+def way(request, monkeypatch):
+    """Runs a test under each outcome of the rule."""
+    _force(monkeypatch, request.param)
     return request.param
 
 
 def test_the_rule_reads_the_size_of_theta_and_of_fun():
     small = jaxcheck.check_grad(_nested, X)
-    assert small.evaluation == "eager"
+    assert small.evaluation == ONE_BY_ONE
+
+    def deep(x):  # 41 equations: 96 entries pass the one-point-at-a-time bound
+        for _ in range(40):
+            x = jnp.sin(x)
+        return jnp.sum(x)
+
+    assert jaxcheck.check_grad(deep, jnp.linspace(-1.0, 1.0, 96)).evaluation == (
+        "eager"
+    )
 
     def wide(x):  # 4.8 MB of intermediates a point: 24 points pass the bound
         return jnp.sum(jnp.sin(jnp.outer(x, jnp.ones(100_000))))
@@ -79,24 +99,22 @@ def test_the_same_call_takes_the_same_way_after_any_history(monkeypatch):
     jaxcheck.check_grad(lambda x: jnp.sum(jnp.cos(x)), X)
     jaxcheck.check_jacobian(jnp.tanh, X)
     again = jaxcheck.check_grad(loss, X)
-    assert fresh.evaluation == again.evaluation == "eager"
-    assert jaxcheck.check_jacobian(jnp.tanh, X).evaluation == "eager"
+    assert fresh.evaluation == again.evaluation == ONE_BY_ONE
+    assert jaxcheck.check_jacobian(jnp.tanh, X).evaluation == ONE_BY_ONE
 
 
-def test_both_ways_give_the_same_numbers(monkeypatch):
-    eager = jaxcheck.check_grad(_nested, X)
-    jac_eager = jaxcheck.check_jacobian(lambda x: jnp.sin(x) * x[0], X)
-    monkeypatch.setattr(_jaxpr, "EAGER_MAX_EQUATIONS", -1)
-    compiled = jaxcheck.check_grad(_nested, X)
-    jac_compiled = jaxcheck.check_jacobian(lambda x: jnp.sin(x) * x[0], X)
-    assert (eager.evaluation, compiled.evaluation) == ("eager", "compiled")
-    assert jac_compiled.evaluation == "compiled"
-    np.testing.assert_allclose(
-        eager.comparison.numeric, compiled.comparison.numeric, rtol=1e-9
-    )
-    np.testing.assert_allclose(
-        jac_eager.comparison.numeric, jac_compiled.comparison.numeric, rtol=1e-9
-    )
+def test_every_way_gives_the_same_numbers(monkeypatch):
+    numbers = {}
+    for way in (ONE_BY_ONE, "eager", "compiled"):
+        with monkeypatch.context() as patched:
+            _force(patched, way)
+            grad = jaxcheck.check_grad(_nested, X)
+            jac = jaxcheck.check_jacobian(lambda x: jnp.sin(x) * x[0], X)
+        assert grad.evaluation == jac.evaluation == way
+        numbers[way] = (grad.comparison.numeric, jac.comparison.numeric)
+    for way in ("eager", "compiled"):
+        for mine, theirs in zip(numbers[way], numbers[ONE_BY_ONE], strict=True):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-9)
 
 
 def test_a_planted_bug_in_nested_rules_is_located_either_way(way):

@@ -1,8 +1,8 @@
 """Functions from JAX's own tests, under JAX's test settings (`jax_enable_checks`,
 strict dtype promotion, rank promotion that raises) and with 4 CPU devices: a
 `fun` containing `shard_map`, one that `device_put`s to another device, and a
-jitted `scan` over a closed-over NumPy array are checked by both ways of
-evaluating points, and a planted bug inside `shard_map` is caught. Run in a
+jitted `scan` over a closed-over NumPy array are checked by every outcome of
+the evaluation rule, and a planted bug inside `shard_map` is caught. Run in a
 child process, since the device count is fixed when JAX starts."""
 
 import json
@@ -59,7 +59,9 @@ def _(p, t):
 
 x = jnp.linspace(0.1, 1.0, 8, dtype=jnp.float32)
 out = {"devices": len(jax.devices())}
-for way in ("eager", "compiled"):
+for way in ("eager, one point at a time", "eager", "compiled"):
+    if way == "eager":
+        _jaxpr.ONE_BY_ONE_MAX_DISPATCHES = 0
     if way == "compiled":
         _jaxpr.EAGER_MAX_EQUATIONS = -1
     for name, fun, arg in [
@@ -93,14 +95,17 @@ def results():
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("way", ["eager", "compiled"])
+WAYS = ["eager, one point at a time", "eager", "compiled"]
+
+
+@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("name", ["shard_map", "device_put", "scan"])
 def test_is_checked_under_jaxs_test_settings(results, way, name):
     assert results["devices"] == 4
     assert results[f"{way} {name}"] == [True, way]
 
 
-@pytest.mark.parametrize("way", ["eager", "compiled"])
+@pytest.mark.parametrize("way", WAYS)
 def test_a_planted_bug_inside_shard_map_is_caught(results, way):
     assert results[f"{way} planted"].startswith("JVP check failed: FAILED")
     assert "out[" in results[f"{way} planted"]

@@ -192,20 +192,24 @@ def evaluate_block(
     chunk: int,
     eager: bool = False,
     recorded: bool = True,
+    batched: bool = True,
 ) -> np.ndarray:
     """`fun` at every perturbation (`indices[k]` set to `values[k]`), chunk by chunk
-    (with `eager`, op by op instead of compiled). Unless `recorded` is False, the
-    chunks go to (and come from) the resume record, when the check keeps one."""
+    (with `eager`, op by op instead of compiled; not `batched`, one point at a
+    time). Unless `recorded` is False, the chunks go to (and come from) the
+    resume record, when the check keeps one."""
     paths = ", ".join(format_path(leaf.path) for leaf in block_leaves)
     if eager:
-        batched, one_by_one = _evaluate_chunk_eager, _evaluate_rows_eager
+        program, one_by_one = _evaluate_chunk_eager, _evaluate_rows_eager
     else:
-        batched, one_by_one = _evaluate_chunk_jit, _evaluate_rows_jit
+        program, one_by_one = _evaluate_chunk_jit, _evaluate_rows_jit
+    if not batched:
+        program, one_by_one = one_by_one, None
     return run_chunks(
-        functools.partial(batched, problem, block, dynamic),
+        functools.partial(program, problem, block, dynamic),
         (indices, values),
         chunk,
         lambda k, n: f"evaluating chunk {k + 1} of {n} with {paths} perturbed",
-        f"block {block} of {values.dtype}, eager={eager}" if recorded else None,
-        functools.partial(one_by_one, problem, block, dynamic),
+        f"block {block} of {values.dtype}, eager={eager}, batched={batched}" if recorded else None,
+        one_by_one and functools.partial(one_by_one, problem, block, dynamic),
     )

@@ -8,42 +8,50 @@ from typing import Any
 
 from .._runtime.multiprocess import is_multiprocess
 
-# See `runs_eagerly`.
+# See `evaluation_way`.
 EAGER_MAX_EQUATIONS = 512  # equations of `fun`'s jaxpr, sub-jaxprs included
 EAGER_MAX_BYTES = 32 << 20  # intermediates of all the evaluations of one check
+ONE_BY_ONE_MAX_DISPATCHES = 8192  # evaluations × equations
 
 
-def runs_eagerly(
+def evaluation_way(
     jaxpr: Any, fun_bytes: int, evaluations: int, sharded: bool = False
-) -> bool:
-    """Which of the two ways evaluates a check's perturbed points: eager (True)
-    or compiled (False). This is the only place that decides it.
+) -> tuple[bool, bool]:
+    """How a check's perturbed points are evaluated: (eager, batched). This is
+    the only place that decides it.
 
-    Both ways batch the points with `vmap` and run the user's own program on
-    the user's device. Eager, `vmap` runs without `jit`: JAX dispatches `fun`'s
-    ops one by one and compiles each op once per signature (primitive, input
-    types, parameters) for the whole process, about 10-30 ms per new op on a
-    CPU and nothing for an op seen before. Compiled, the points run in chunks
-    of one `jit(vmap(fun))` program per block of leaves, 0.05-0.5 s to compile
-    a whole program (nothing when the persistent compilation cache holds it)
-    and then as fast as XLA makes it.
+    There are two ways, and both run the user's own program on the user's
+    device. **Compiled**: the points run in chunks of one `jit(vmap(fun))`
+    program per block of leaves, 0.05-0.5 s to compile a whole program (nothing
+    when the persistent compilation cache holds it) and then as fast as XLA
+    makes it. **Eager**: no `jit`; JAX dispatches `fun`'s ops one by one and
+    compiles each op once per signature (primitive, input types, parameters)
+    for the whole process, about 30 ms per new op on a CPU and nothing for an op
+    seen before. Eagerly, the points are batched with `vmap` (each op compiled
+    once more at the batch's shape) or, when so few that dispatching every op
+    at every point costs less than compiling the batched ops, evaluated one at
+    a time at `fun`'s own shapes, whose ops the analytic side and J(θ) have
+    compiled already.
 
-    A check runs eagerly when `fun` is small and all its evaluations fit in
-    memory at once: at most `EAGER_MAX_EQUATIONS` equations in its jaxpr
-    (sub-jaxprs included) and at most `EAGER_MAX_BYTES` of intermediates for
-    `evaluations` points (about four per entry: central differences and a
-    refinement at 2h). Otherwise, and always for sharded leaves and under
-    `jax.distributed` (where every process must run the same programs), it is
-    compiled. The rule reads only the call (the size of θ and of `fun`), never
-    what ran earlier in the process. Where `vmap` cannot batch `fun`, either
-    way goes on one point at a time (see `_engine.chunks.run_chunks`).
+    The rule reads only the call, never what ran earlier in the process:
+    `evaluations` (about four per entry of θ: central differences and a
+    refinement at 2h) and `fun`'s jaxpr (its equations, sub-jaxprs included,
+    and `fun_bytes` of intermediates per evaluation). A check is eager when
+    `fun` has at most `EAGER_MAX_EQUATIONS` equations and all its evaluations
+    need at most `EAGER_MAX_BYTES`; then one point at a time when evaluations ×
+    equations is at most `ONE_BY_ONE_MAX_DISPATCHES`. Everything else, and
+    always sharded leaves and checks under `jax.distributed` (where every
+    process must run the same programs), is compiled and batched. Where `vmap`
+    cannot batch `fun`, either way goes on one point at a time (see
+    `_engine.chunks.run_chunks`).
     """
     if sharded or is_multiprocess():
-        return False
-    return (
-        count_equations(jaxpr) <= EAGER_MAX_EQUATIONS
-        and fun_bytes * max(evaluations, 1) <= EAGER_MAX_BYTES
-    )
+        return False, True
+    evaluations = max(evaluations, 1)
+    equations = count_equations(jaxpr)
+    if equations > EAGER_MAX_EQUATIONS or fun_bytes * evaluations > EAGER_MAX_BYTES:
+        return False, True
+    return True, evaluations * equations > ONE_BY_ONE_MAX_DISPATCHES
 
 
 def sub_jaxprs(eqn: Any):

@@ -20,7 +20,7 @@ from .._runtime.multiprocess import agree, is_multiprocess
 from .._runtime.sharding import adopt, host_value
 from .._tree.pytree import SplitTree, format_path, split
 from .evaluate import trace_base
-from .jaxpr import intermediate_bytes, runs_eagerly
+from .jaxpr import evaluation_way, intermediate_bytes
 from .perturb import evaluate_shifts
 from .steps import roundoff_bound, step_sizes
 
@@ -49,12 +49,16 @@ class Prepared:
     out_dtype: np.dtype
     fun_bytes: int  # intermediates of one evaluation of `fun`
     n_outputs: int = 1
-    eager: bool = False  # evaluated op by op, not compiled (`runs_eagerly`)
+    # How the points are evaluated (see `_engine.jaxpr.evaluation_way`): op by
+    # op or compiled, batched or one point at a time.
+    eager: bool = False
+    batched: bool = True
 
     @property
     def way(self) -> str:
         """How the points are evaluated, as reports say it."""
-        return "eager" if self.eager else "compiled"
+        way = "eager" if self.eager else "compiled"
+        return way if self.batched else f"{way}, one point at a time"
 
 
 def prepare(
@@ -95,7 +99,7 @@ def prepare(
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
     # Central differences, refined at 2h: about four evaluations per entry.
     # The analytic side goes the same way as the points.
-    eager = runs_eagerly(
+    eager, batched = evaluation_way(
         traced.jaxpr.jaxpr, fun_bytes, 4 * tree.size, sharded=bool(sharded)
     )
     return Prepared(
@@ -104,6 +108,7 @@ def prepare(
         fun_bytes=fun_bytes,
         n_outputs=1 if scalar else int(traced.out_info.shape[0]),
         eager=eager,
+        batched=batched,
     )
 
 
@@ -211,6 +216,7 @@ def differences(
         imaginary=method == "complex",
         n_outputs=prepared.n_outputs,
         eager=prepared.eager,
+        batched=prepared.batched,
     )
     if strict:
         _check_steps_resolve(shifted.moved, prepared.tree, entries, eps)

@@ -27,7 +27,7 @@ from .._runtime.sharding import host_value
 from .._tree.pytree import Problem
 from .compare import OutputBlock
 from .evaluate import replace_leaves
-from .lazy_twin import judge_twinned
+from .twins import judge_twinned
 from .numerical import Prepared, prepare
 from .chunks import evaluated_as, noting_fallbacks
 from .refine import Judged

@@ -41,6 +41,10 @@ class Shifted:
     spread: float
 
 
+# The rows of every eager batch (the last one padded): see `_engine.jaxpr`.
+EAGER_ROWS = 64
+
+
 def _bit_ceil(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
@@ -58,6 +62,7 @@ def evaluate_shifts(
     imaginary: bool = False,
     n_outputs: int = 1,
     eager: bool = False,
+    batched: bool = True,
 ) -> Shifted:
     """Evaluates J at θ + s·hᵢ·eᵢ for every entry i of `entries` (sorted offsets
     into θ) and every shift s, batched per block of leaves. With `imaginary`, the
@@ -86,17 +91,21 @@ def evaluate_shifts(
         new = np.concatenate(moved_to + [np.repeat(theta[:1], repeats)])
         per_eval = bytes_per_evaluation(block, dtype.itemsize, fun_bytes)
         chunk = chunk_length(len(index), per_eval, memory_budget, chunk_size)
-        if eager and chunk_size is None:
-            # Op by op, every op is compiled once per shape: batches of a power
-            # of two rows let the next check (and the next refinement) reuse them.
-            chunk = _bit_ceil(min(len(index), chunk))
+        if not batched and chunk_size is None:
+            chunk = len(index)  # one point at a time: no batch to bound or pad
+        elif eager and chunk_size is None:
+            # Op by op, every op is compiled once per shape: batches of one
+            # length let every pass of a check, and the next check of the same
+            # shapes, reuse them.
+            chunk = min(EAGER_ROWS, chunk)
         elif chunk_size is None and len(picked) < block.size:
             # A subset of a block: round the chunk up to a power of two, so that
             # refinements of any size share a handful of compiled programs.
             chunk = min(_bit_ceil(len(index)), max(chunk, 8))
         out = evaluate_block(
-            tree.problem, block, leaves, tree.dynamic, index, new, chunk, eager
-        )
+            tree.problem, block, leaves, tree.dynamic, index, new, chunk, eager,
+            batched=batched,
+        )  # fmt: skip
         out = (out.imag if imaginary else out).astype(np.float64)
         out = out.reshape(len(out), n_outputs)
         shifted, again = out[: len(out) - repeats], out[len(out) - repeats :]
@@ -119,7 +128,7 @@ def evaluate_shifts(
                 last = _rows_in_last_chunk(len(index), chunk)
                 rerun = evaluate_block(
                     tree.problem, block, leaves, tree.dynamic, index[-last:],
-                    new[-last:], chunk, eager, recorded=False,
+                    new[-last:], chunk, eager, recorded=False, batched=batched,
                 )  # fmt: skip
                 rerun = (rerun.imag if imaginary else rerun).astype(np.float64)
                 gap = _gap(rerun.reshape(len(rerun), n_outputs)[-repeats:], again)

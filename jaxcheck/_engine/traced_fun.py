@@ -105,9 +105,12 @@ class TracedFun:
 
 
 def _type(x: Any) -> tuple[tuple[int, ...], np.dtype]:
-    """The shape and dtype of an array leaf (a concrete array or a tracer)."""
+    """The shape and dtype JAX sees for an array leaf (a concrete array or a
+    tracer): a NumPy float64 array is float32 while x64 is off, float64 in the
+    float64 twin, where the trace made with x64 off must not be replayed."""
     dtype = getattr(x, "dtype", None)
-    return np.shape(x), np.dtype(np.asarray(x).dtype if dtype is None else dtype)
+    dtype = np.asarray(x).dtype if dtype is None else dtype
+    return np.shape(x), np.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
 
 def traced_fun(fun: Callable[..., Any], *args: Any) -> TracedFun:
@@ -175,7 +178,7 @@ def _trace_key(fun: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     hashable."""
     leaves, treedef = jax.tree_util.tree_flatten(args)
     types = tuple(
-        (np.shape(x), np.dtype(x.dtype).str, bool(getattr(x, "weak_type", False)))
+        (_type(x), bool(getattr(x, "weak_type", False)))
         if hasattr(x, "dtype") and hasattr(x, "shape")
         else (type(x), x if not _is_array_leaf(x) else None)
         for x in leaves

@@ -122,23 +122,39 @@ def advance(evaluations: int) -> None:
         tracker.advance(evaluations)
 
 
+def _on_compile_event(name: str, seconds: float, **_: Any) -> None:
+    """JAX's monitoring listener: compile time goes to every tracker open in
+    the thread that compiled (nested checks count it in each)."""
+    if name in _COMPILE_EVENTS:
+        for tracker in getattr(_local, "open", ()):
+            tracker.compile_seconds += seconds
+
+
+_listening = threading.Lock()
+_LISTENER: list[Any] = []
+
+
+def _listen() -> None:
+    """Registers `_on_compile_event` once per process (JAX before 0.8 has no
+    way to unregister a listener)."""
+    with _listening:
+        if not _LISTENER:
+            jax.monitoring.register_event_duration_secs_listener(_on_compile_event)
+            _LISTENER.append(_on_compile_event)
+
+
 @contextlib.contextmanager
 def tracking(progress: bool | Callable[[int, int], Any] | None) -> Iterator[Tracker]:
     """Reports the progress of the chunk loops run inside, in this thread, and
     times them (`Tracker.seconds`, `Tracker.compile_seconds`)."""
     tracker = Tracker(progress)
-    thread = threading.get_ident()
-
-    def on_event(name: str, seconds: float, **_: Any) -> None:
-        if name in _COMPILE_EVENTS and threading.get_ident() == thread:
-            tracker.compile_seconds += seconds
-
+    _listen()
     outer = _current()
     _local.tracker = tracker
-    jax.monitoring.register_event_duration_secs_listener(on_event)
+    _local.open = getattr(_local, "open", ()) + (tracker,)
     try:
         yield tracker
     finally:
-        jax.monitoring.unregister_event_duration_listener(on_event)
+        _local.open = _local.open[:-1]
         _local.tracker = outer
         tracker.close()

@@ -62,7 +62,7 @@ class GradCheckReport:
         of θ, or the sorted θ indices `entries`. `checked` says per leaf how it
         was checked; `probes` are fast mode's directional probes per leaf;
         `evaluation` how the perturbed points were evaluated ("eager" or
-        "compiled", see `_engine.jaxpr.runs_eagerly`, and ", one point at a
+        "compiled", see `_engine.jaxpr.evaluation_way`, and ", one point at a
         time" where `vmap` could not batch `fun`)."""
         self.fun_name = fun_name
         self.evaluation = evaluation
