@@ -35,6 +35,7 @@ from .._engine.numerical_jacobian import (
     prepare_vector,
 )
 from .._engine.refine import Judged
+from .._engine.steps import tangent_scale
 from .._engine.traced_fun import traced_fun
 from .._runtime.sharding import host_value
 from .._tree.device import device_value
@@ -43,11 +44,12 @@ from .._verdict.jacobian_report import JacobianReport, jacobian_report
 from .directions import check_arguments, float_leaves, tangents_for
 
 
-def _moved(x: Any, s: jax.Array, t: jax.Array) -> jax.Array:
-    """x + s·t in x's dtype, cast explicitly (a real s and a complex x or t must
-    not rely on implicit promotion)."""
-    x = jnp.asarray(x)
-    return x + s.astype(x.dtype) * t.astype(x.dtype)
+@jax.jit  # one program per shapes: eagerly, one dispatch instead of many
+def _moved(xs: list[Any], s: jax.Array, ts: list[jax.Array]) -> list[jax.Array]:
+    """x + s·t for each leaf, in x's dtype, cast explicitly (a real s and a
+    complex x or t must not rely on implicit promotion)."""
+    xs = [jnp.asarray(x) for x in xs]
+    return [x + s.astype(x.dtype) * t.astype(x.dtype) for x, t in zip(xs, ts)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +60,11 @@ class Directional:
 
     def __call__(self, s: jax.Array, primals: tuple, tangents: list) -> Any:
         leaves, treedef = jax.tree_util.tree_flatten(primals)
-        moved = iter(tangents)
-        new = [_moved(x, s, next(moved)) if is_differentiable_leaf(x) else x
-               for x in leaves]  # fmt: skip
-        return self.fun(*jax.tree_util.tree_unflatten(treedef, new))
+        which = [i for i, x in enumerate(leaves) if is_differentiable_leaf(x)]
+        moved = _moved([leaves[i] for i in which], s, list(tangents))
+        for i, x in zip(which, moved, strict=True):
+            leaves[i] = x
+        return self.fun(*jax.tree_util.tree_unflatten(treedef, leaves))
 
     def __repr__(self) -> str:
         return f"JVP of {fun_name(self.fun)}"
@@ -86,23 +89,6 @@ def default_jvp(fun: Callable[..., Any], primals: tuple, tangents: list) -> Any:
     of_floats, floats = of_some_leaves(fun, primals, is_differentiable_leaf)
     floats = [device_value(x) for x in floats]
     return jax.jvp(of_floats, (floats,), (list(tangents),))[1]
-
-
-def _largest_finite(x: jax.Array) -> float:
-    """The largest finite |entry| of `x` (0 when it has none): a NaN or Inf input
-    must not make the step NaN."""
-    magnitude = np.abs(np.asarray(x))
-    return float(np.max(magnitude[np.isfinite(magnitude)], initial=0.0))
-
-
-def _direction_scale(primals: tuple, tangents: list[jax.Array]) -> float:
-    """max|θ| / max|t| (at least 1 for θ), rounded to a power of two: the tangent
-    times this moves θ on its own scale when s moves by 1, so the engine's steps
-    for s (chosen per dtype, as for any entry at 0) fit θ. A power of two scales
-    t exactly."""
-    theta = max([_largest_finite(x) for x in float_leaves(primals)] + [1.0])
-    t = max([_largest_finite(x) for x in tangents] + [0.0])
-    return float(np.exp2(np.round(np.log2(theta / (t if t > 0 else 1.0)))))
 
 
 def _unscaled(judged: Judged, scale: float) -> Judged:
@@ -168,7 +154,7 @@ def jvp_report(
     # Differences along scale·t, whose steps the engine chooses for the dtype in
     # which it differences (the float64 twin's, where there is one); a given
     # `eps` is a step along t.
-    scale = _direction_scale(primals, t)
+    scale = tangent_scale(float_leaves(primals), t)
     scaled = [device_value(host_value(x) * scale, x.dtype) for x in t]  # exact
     eps = None if options.eps is None else options.eps / scale
     along = dataclasses.replace(options, eps=eps)

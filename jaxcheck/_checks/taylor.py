@@ -25,23 +25,12 @@ from .._engine.along import random_directions, values_along
 from .._engine.analytic import analytic_side, fun_name
 from .._engine.blocks import Block, bytes_per_evaluation, chunk_length
 from .._engine.numerical import prepare
-from .._engine.steps import NOISE_FACTOR, host_dtype
+from .._engine.steps import NOISE_FACTOR, host_dtype, taylor_steps
 from .._runtime.sharding import host_value
 from .._tree.pytree import format_path
 from .._verdict.taylor_report import TaylorDirection, TaylorReport, judge_direction
 
 DEFAULT_NUM_STEPS = 12
-_LARGEST_FIRST_STEP = 0.25
-
-
-def default_first_step(u: float, num_steps: int) -> float:
-    """h₀ such that the smallest step, h₀·2^−(K−1), is about 32·√u (a power of
-    two, at most 1/4): there a correct gradient's remainder, O(h²), nears the
-    round-off of J while a wrong one's, O(h), still stands above it."""
-    smallest = 2.0 ** round(math.log2(math.sqrt(u))) * 32
-    return min(_LARGEST_FIRST_STEP, smallest * 2.0 ** (num_steps - 1))
-
-
 def _check_arguments(num_steps: Any, h0: Any, seed: Any) -> None:
     if not isinstance(num_steps, numbers.Integral) or isinstance(num_steps, bool):
         raise TypeError(f"`num_steps` must be an int, got {num_steps!r}.")
@@ -165,11 +154,12 @@ def taylor_test(
     thetas = [host_value(tree.dynamic[x.position]) for x in leaves]
     directions = random_directions(leaves, tree.dynamic, seed)
     # The coarsest precision in play sets the round-off of J and of g·v.
-    u = max(float(jnp.finfo(x.dtype).eps) for x in leaves)
-    u = max(u, float(jnp.finfo(prepared.out_dtype).eps))
-    if h0 is None:
-        h0 = default_first_step(u, num_steps)
-    steps = h0 * 2.0 ** -np.arange(num_steps)
+    coarsest = max(
+        [x.dtype for x in leaves] + [prepared.out_dtype],
+        key=lambda d: float(jnp.finfo(d).eps),
+    )
+    u = float(jnp.finfo(coarsest).eps)
+    steps = taylor_steps(coarsest, num_steps, h0)
     itemsize = max(x.dtype.itemsize for x in leaves)
     block = Block(tuple(x.position for x in leaves), tuple(x.shape for x in leaves))
     per_eval = bytes_per_evaluation(block, itemsize, prepared.fun_bytes)

@@ -52,6 +52,7 @@ jax.tree_util.register_pytree_with_keys(
 )
 
 
+@jax.jit  # one program per shape: eagerly, one dispatch instead of many
 def _pair(cotangents: list[jax.Array], out: list[jax.Array]) -> jax.Array:
     """Σ Re(c · o) over the leaves, in their common dtype, cast explicitly (a
     user may have made promotion strict); a zero cotangent pairs to 0 even with

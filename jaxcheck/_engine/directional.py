@@ -40,7 +40,7 @@ from .chunks import run_chunks
 from .compare import entry_band
 from .evaluate import replace_leaves
 from .numerical import Prepared
-from .steps import default_step_scale, host_dtype, roundoff_bound
+from .steps import host_dtype, probe_length, roundoff_bound
 
 DEFAULT_PROBES = 3
 
@@ -91,9 +91,8 @@ def _directions(support: Support, theta: np.ndarray, probes: int, seed: int):
     r = rng.standard_normal((probes, theta.size))
     if host is np.complex128:
         r = r + 1j * rng.standard_normal((probes, theta.size))
-    scale = max(1.0, float(np.sqrt(np.mean(np.abs(theta) ** 2))))
-    h = float(np.exp2(np.round(np.log2(default_step_scale(leaf.dtype, "central")))))
-    v = (h * scale) * r / np.linalg.norm(r, axis=1, keepdims=True)
+    length = probe_length(leaf.dtype, theta)
+    v = length * r / np.linalg.norm(r, axis=1, keepdims=True)
     plus = (theta + v).astype(leaf.dtype)
     minus = (theta - v).astype(leaf.dtype)
     return plus, minus, plus.astype(host) - minus.astype(host)

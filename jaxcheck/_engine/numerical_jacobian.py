@@ -113,6 +113,7 @@ def _flat_on_host(*leaves: np.ndarray) -> list:
     return [np.concatenate(parts, axis=1)]
 
 
+@jax.jit  # one program per shape: eagerly, one dispatch instead of many
 def _flat_real(out: Any) -> jax.Array:
     return ravel_output(realify(out))
 

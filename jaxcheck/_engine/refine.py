@@ -41,13 +41,10 @@ from .numerical import (
     differences,
     finite_differences,
 )
-from .steps import SAFETY
+from .steps import GROW, GROWTHS, SAFETY, larger_steps, smaller_steps
 
 _ORDER = {"central": 2, "forward": 1, "backward": 1, "central4": 4, "complex": 2}
-_SHRINK = 8.0
 _RETRIES = 4
-_GROW = 4.0
-_GROWTHS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +179,7 @@ class _Refinement:
             err = np.abs(self.analytic - self.numeric)
             band = band_of(self.bound)
             # Beyond this, no growth of the step could bring the error inside.
-            fails = (err > band) & (err <= _GROW**_GROWTHS * band)
+            fails = (err > band) & (err <= GROW**GROWTHS * band)
         fails &= np.isfinite(self.numeric) & ~self.kink & np.isfinite(self.analytic)
         return np.flatnonzero(np.any(fails, axis=1))
 
@@ -267,15 +264,15 @@ def judge(
             )
             state.apply(d1, d2, band[resolved], False)
         for level in range(1, _RETRIES + 1):
-            steps = first.steps / _SHRINK**level
+            steps = smaller_steps(first.steps, level)
             retry = state.unsettled(band_of, fixed_step=not adapt_steps)
             retry = retry[np.any(state.steps[retry] > steps[retry, None], axis=1)]
             if not retry.size:
                 break
             refine(retry, steps[retry], band[retry], True)
         growing = state.failures(band_of, fixed_step=not adapt_steps)
-        for level in range(1, _GROWTHS + 1):
-            steps = first.steps * _GROW**level
+        for level in range(1, GROWTHS + 1):
+            steps = larger_steps(first.steps, level)
             retry = np.intersect1d(growing, state.failures(band_of, False))
             retry = retry[np.any(state.steps[retry] < steps[retry, None], axis=1)]
             if not retry.size:

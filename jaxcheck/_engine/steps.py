@@ -1,4 +1,11 @@
-"""Finite-difference steps and the default tolerances, both keyed by dtype."""
+"""Finite-difference steps and the default tolerances, both keyed by dtype.
+
+The step rule lives here and nowhere else: every step a check takes derives
+from `default_step_scale`, the dtype's u^p. An entry's step (`step_sizes`), the
+length of fast mode's random probes (`probe_length`), the Taylor test's sequence
+(`taylor_steps`), the scale a JVP's tangent is brought to (`tangent_scale`) and
+the refinement's smaller and larger steps (`smaller_steps`, `larger_steps`).
+"""
 
 from __future__ import annotations
 
@@ -107,8 +114,69 @@ def step_sizes(
     if eps is not None:
         return np.full(theta.shape, float(eps))
     magnitude = np.maximum(1.0, np.abs(theta.astype(host_dtype(dtype))))
-    raw = default_step_scale(dtype, method) * magnitude
-    return np.exp2(np.round(np.log2(raw)))
+    return _power_of_two(default_step_scale(dtype, method) * magnitude)
+
+
+def _power_of_two(x: Any) -> Any:
+    """x rounded to the nearest power of two: a step that scales exactly."""
+    return np.exp2(np.round(np.log2(x)))
+
+
+def probe_length(dtype: np.dtype, theta: np.ndarray) -> float:
+    """The length of a random probe direction of a leaf (fast mode): the
+    dtype's central step (a power of two) times max(1, RMS(θ)), one step's
+    length for the whole leaf, as an entry's step is for one entry."""
+    theta = np.abs(theta.astype(host_dtype(dtype)))
+    scale = max(1.0, float(np.sqrt(np.mean(theta**2)))) if theta.size else 1.0
+    return float(_power_of_two(default_step_scale(dtype, "central"))) * scale
+
+
+def tangent_scale(thetas: Sequence[Any], tangents: Sequence[Any]) -> float:
+    """max|θ| / max|t| (at least 1 for θ), rounded to a power of two: a JVP's
+    tangent times this moves θ on its own scale when s moves by 1, so the
+    steps `step_sizes` picks for s (as for any entry at 0) fit θ. A power of
+    two scales t exactly. Non-finite entries are ignored."""
+
+    def largest(x: Any) -> float:
+        magnitude = np.abs(np.asarray(x))
+        return float(np.max(magnitude[np.isfinite(magnitude)], initial=0.0))
+
+    theta = max([largest(x) for x in thetas] + [1.0])
+    t = max([largest(x) for x in tangents] + [0.0])
+    return float(_power_of_two(theta / (t if t > 0 else 1.0)))
+
+
+# The Taylor test's largest default step.
+LARGEST_TAYLOR_STEP = 0.25
+
+
+def taylor_steps(dtype: np.dtype, num_steps: int, h0: float | None) -> np.ndarray:
+    """The Taylor test's steps h0·2⁻ᵏ, k = 0 … num_steps − 1, for the coarsest
+    `dtype` in play. The default h0 puts the smallest step near 32 times the
+    dtype's one-sided step √u (a power of two, h0 at most 1/4): there a correct
+    gradient's remainder, O(h²), nears the round-off of J while a wrong one's,
+    O(h), still stands above it."""
+    if h0 is None:
+        smallest = float(_power_of_two(default_step_scale(dtype, "forward"))) * 32
+        h0 = min(LARGEST_TAYLOR_STEP, smallest * 2.0 ** (num_steps - 1))
+    return h0 * 2.0 ** -np.arange(num_steps)
+
+
+# The refinement (see `_engine.refine`): where `fun` is not finite within a
+# step, or the error is mostly truncation, the step shrinks by SHRINK per level;
+# a failure that round-off may explain is retried at steps GROW times larger,
+# GROWTHS times.
+SHRINK = 8.0
+GROW = 4.0
+GROWTHS = 3
+
+
+def smaller_steps(steps: np.ndarray, level: int) -> np.ndarray:
+    return steps / SHRINK**level
+
+
+def larger_steps(steps: np.ndarray, level: int) -> np.ndarray:
+    return steps * GROW**level
 
 
 def perturbed_values(
