@@ -11,7 +11,7 @@ from .._runtime.multiprocess import is_multiprocess
 # See `evaluation_way`.
 EAGER_MAX_EQUATIONS = 512  # equations of `fun`'s jaxpr, sub-jaxprs included
 EAGER_MAX_BYTES = 32 << 20  # intermediates of all the evaluations of one check
-ONE_BY_ONE_MAX_DISPATCHES = 8192  # evaluations × equations
+ONE_BY_ONE_MAX_EVALUATIONS = 512
 
 
 def evaluation_way(
@@ -29,17 +29,18 @@ def evaluation_way(
     for the whole process, about 30 ms per new op on a CPU and nothing for an op
     seen before. Eagerly, the points are batched with `vmap` (each op compiled
     once more at the batch's shape) or, when so few that dispatching every op
-    at every point costs less than compiling the batched ops, evaluated one at
-    a time at `fun`'s own shapes, whose ops the analytic side and J(θ) have
-    compiled already.
+    at every point costs less than compiling the batched ops (an op costs about
+    30 ms to compile and 50-100 µs to dispatch), evaluated one at a time at
+    `fun`'s own shapes, whose ops the analytic side and J(θ) have compiled
+    already.
 
     The rule reads only the call, never what ran earlier in the process:
     `evaluations` (about four per entry of θ: central differences and a
     refinement at 2h) and `fun`'s jaxpr (its equations, sub-jaxprs included,
     and `fun_bytes` of intermediates per evaluation). A check is eager when
     `fun` has at most `EAGER_MAX_EQUATIONS` equations and all its evaluations
-    need at most `EAGER_MAX_BYTES`; then one point at a time when evaluations ×
-    equations is at most `ONE_BY_ONE_MAX_DISPATCHES`. Everything else, and
+    need at most `EAGER_MAX_BYTES`; then one point at a time when there are at
+    most `ONE_BY_ONE_MAX_EVALUATIONS` evaluations. Everything else, and
     always sharded leaves and checks under `jax.distributed` (where every
     process must run the same programs), is compiled and batched. Where `vmap`
     cannot batch `fun`, either way goes on one point at a time (see
@@ -51,7 +52,7 @@ def evaluation_way(
     equations = count_equations(jaxpr)
     if equations > EAGER_MAX_EQUATIONS or fun_bytes * evaluations > EAGER_MAX_BYTES:
         return False, True
-    return True, evaluations * equations > ONE_BY_ONE_MAX_DISPATCHES
+    return True, evaluations > ONE_BY_ONE_MAX_EVALUATIONS
 
 
 def sub_jaxprs(eqn: Any):

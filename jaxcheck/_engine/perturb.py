@@ -96,8 +96,9 @@ def evaluate_shifts(
         elif eager and chunk_size is None:
             # Op by op, every op is compiled once per shape: batches of one
             # length let every pass of a check, and the next check of the same
-            # shapes, reuse them.
-            chunk = min(EAGER_ROWS, chunk)
+            # shapes, reuse them (a shorter pass is padded to it).
+            rows = max(len(index), EAGER_ROWS)
+            chunk = min(EAGER_ROWS, chunk_length(rows, per_eval, memory_budget, None))
         elif chunk_size is None and len(picked) < block.size:
             # A subset of a block: round the chunk up to a power of two, so that
             # refinements of any size share a handful of compiled programs.

@@ -45,6 +45,7 @@ class TracedFun:
         functools.update_wrapper(self, fun, updated=())
         self.fun = fun
         self._key = key
+        self._others: dict[Any, TracedFun] = {}
         leaves, self._treedef = jax.tree_util.tree_flatten(args)
         self._arrays = tuple(i for i, x in enumerate(leaves) if _is_array_leaf(x))
         self._types = tuple(_type(leaves[i]) for i in self._arrays)
@@ -73,11 +74,25 @@ class TracedFun:
     def __call__(self, *args: Any) -> Any:
         leaves, treedef = jax.tree_util.tree_flatten(args)
         if treedef != self._treedef or not self._like(leaves):
-            return self.fun(*args)
+            return self._at_other_types(args, leaves)(*args)
         arrays = [leaves[i] for i in self._arrays]
         if _OP_BY_OP.get() or not any(isinstance(x, jax.core.Tracer) for x in arrays):
             return jax.tree_util.tree_unflatten(self._out_tree, self._by_ops(*arrays))
         return self._program(*arrays)
+
+    def _at_other_types(self, args: tuple[Any, ...], leaves: list[Any]) -> Any:
+        """What evaluates `fun` at arguments unlike those it was traced at (the
+        float64 twin's): a stand-in traced once at them where they are concrete
+        (evaluated point by point, `fun` would re-trace whatever it transforms
+        at every point), `fun` itself where they are traced."""
+        if any(isinstance(x, jax.core.Tracer) for x in leaves):
+            return self.fun
+        key = _trace_key(self.fun, args)
+        if key is None:
+            return self.fun
+        if key not in self._others:
+            self._others[key] = TracedFun(self.fun, args, key)
+        return self._others[key]
 
     def _like(self, leaves: list[Any]) -> bool:
         for i, x in self._static:
