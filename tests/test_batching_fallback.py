@@ -18,7 +18,7 @@ from jaxcheck._engine import jaxpr as _jaxpr
 def way(request, monkeypatch):
     # Both ways to evaluate batched points fall back to one point at a time.
     # (A check this small is evaluated one point at a time to begin with.)
-    monkeypatch.setattr(_jaxpr, "ONE_BY_ONE_MAX_EVALUATIONS", 0)
+    monkeypatch.setattr(_jaxpr, "ONE_BY_ONE_MAX_DISPATCHES", 0)
     if request.param == "compiled":
         monkeypatch.setattr(_jaxpr, "EAGER_MAX_EQUATIONS", -1)
     return request.param

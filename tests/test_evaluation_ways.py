@@ -47,7 +47,7 @@ def _force(monkeypatch, way):
     """Makes the rule pick `way` for the small checks here (which are eager,
     one point at a time, by default)."""
     if way != ONE_BY_ONE:
-        monkeypatch.setattr(_jaxpr, "ONE_BY_ONE_MAX_EVALUATIONS", 0)
+        monkeypatch.setattr(_jaxpr, "ONE_BY_ONE_MAX_DISPATCHES", 0)
     if way == "compiled":
         monkeypatch.setattr(_jaxpr, "EAGER_MAX_EQUATIONS", -1)
 
@@ -63,12 +63,12 @@ def test_the_rule_reads_the_size_of_theta_and_of_fun():
     small = jaxcheck.check_grad(_nested, X)
     assert small.evaluation == ONE_BY_ONE
 
-    def deep(x):  # 160 entries, 640 evaluations: past the one-at-a-time bound
-        for _ in range(10):
+    def deep(x):  # 41 equations: 96 entries pass the one-point-at-a-time bound
+        for _ in range(40):
             x = jnp.sin(x)
         return jnp.sum(x)
 
-    assert jaxcheck.check_grad(deep, jnp.linspace(-1.0, 1.0, 160)).evaluation == (
+    assert jaxcheck.check_grad(deep, jnp.linspace(-1.0, 1.0, 96)).evaluation == (
         "eager"
     )
 

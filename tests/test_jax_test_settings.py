@@ -61,7 +61,7 @@ x = jnp.linspace(0.1, 1.0, 8, dtype=jnp.float32)
 out = {"devices": len(jax.devices())}
 for way in ("eager, one point at a time", "eager", "compiled"):
     if way == "eager":
-        _jaxpr.ONE_BY_ONE_MAX_EVALUATIONS = 0
+        _jaxpr.ONE_BY_ONE_MAX_DISPATCHES = 0
     if way == "compiled":
         _jaxpr.EAGER_MAX_EQUATIONS = -1
     for name, fun, arg in [

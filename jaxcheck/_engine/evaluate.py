@@ -142,8 +142,9 @@ def _evaluate_chunk(
     batched: bool = True,
 ) -> jax.Array:
     """`fun` with entry `indices[k]` of the block set to `values[k]`, for every k:
-    batched with `vmap`, or (not `batched`, for a `fun` that `vmap` cannot
-    batch) one row after another, compiled as a `lax.map` or eagerly as a loop."""
+    batched with `vmap`, or (not `batched`: the smallest eager checks, and a
+    `fun` that `vmap` cannot batch) one row after another, compiled as a
+    `lax.map` or eagerly as a loop at `fun`'s own shapes."""
     one = functools.partial(_perturbed, problem, block, dynamic)
     if batched:
         return jax.vmap(one, spmd_axis_name=block.batch_axes or None)(indices, values)
