@@ -49,7 +49,10 @@ def _moved(xs: list[Any], s: jax.Array, ts: list[jax.Array]) -> list[jax.Array]:
     """x + s·t for each leaf, in x's dtype, cast explicitly (a real s and a
     complex x or t must not rely on implicit promotion)."""
     xs = [jnp.asarray(x) for x in xs]
-    return [x + s.astype(x.dtype) * t.astype(x.dtype) for x, t in zip(xs, ts)]
+    return [
+        x + s.astype(x.dtype) * t.astype(x.dtype)
+        for x, t in zip(xs, ts, strict=True)
+    ]
 
 
 @dataclasses.dataclass(frozen=True)

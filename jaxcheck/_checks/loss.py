@@ -20,11 +20,11 @@ from .._engine.chunks import evaluated_as, noting_fallbacks
 from .._engine.compare import nondeterminism_tolerance
 from .._engine.directional import DEFAULT_PROBES
 from .._engine.evaluate import trace_base
-from .._engine.twins import is_lazy, judge_twinned, numerical_side
 from .._engine.narrowing import probe_leaves
 from .._engine.numerical import Prepared, prepare
 from .._engine.refine import Judged, judge
 from .._engine.sampling import sampled_entries, suspect_entries
+from .._engine.twins import is_lazy, judge_twinned, numerical_side
 from .._runtime.fingerprint import leaves_digest
 from .._runtime.multiprocess import agree, is_multiprocess
 from .._runtime.progress import tracking

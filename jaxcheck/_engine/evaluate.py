@@ -223,6 +223,8 @@ def evaluate_block(
         (indices, values),
         chunk,
         lambda k, n: f"evaluating chunk {k + 1} of {n} with {paths} perturbed",
-        f"block {block} of {values.dtype}, eager={eager}, batched={batched}" if recorded else None,
+        f"block {block} of {values.dtype}, eager={eager}, batched={batched}"
+        if recorded
+        else None,
         one_by_one and functools.partial(one_by_one, problem, block, dynamic),
     )

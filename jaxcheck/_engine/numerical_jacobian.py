@@ -25,14 +25,14 @@ import numpy as np
 from .._base.options import Options
 from .._runtime.sharding import host_value
 from .._tree.pytree import Problem
+from .chunks import evaluated_as, noting_fallbacks
 from .compare import OutputBlock
 from .evaluate import replace_leaves
-from .twins import judge_twinned
 from .numerical import Prepared, prepare
-from .chunks import evaluated_as, noting_fallbacks
 from .refine import Judged
 from .steps import common_dtype
 from .traced_fun import replaying_op_by_op
+from .twins import judge_twinned
 
 # The complex step needs a real function of real parameters; a Jacobian's
 # realified outputs and inputs are not that, so it runs every other method.
