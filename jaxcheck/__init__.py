@@ -2,11 +2,13 @@
 
 from ._base.errors import BatchingFallbackWarning as BatchingFallbackWarning
 from ._base.errors import GradCheckError as GradCheckError
+from ._base.options import CheckOptions as CheckOptions
+from ._base.options import StepOptions as StepOptions
 from ._checks.check_grads import check_grads as check_grads
-from ._checks.custom_jvp import assert_custom_jvp as assert_custom_jvp
-from ._checks.custom_jvp import check_custom_jvp as check_custom_jvp
-from ._checks.custom_vjp import assert_custom_vjp as assert_custom_vjp
-from ._checks.custom_vjp import check_custom_vjp as check_custom_vjp
+from ._checks.custom_rule import assert_custom_jvp as assert_custom_jvp
+from ._checks.custom_rule import assert_custom_vjp as assert_custom_vjp
+from ._checks.custom_rule import check_custom_jvp as check_custom_jvp
+from ._checks.custom_rule import check_custom_vjp as check_custom_vjp
 from ._checks.grad import assert_grad as assert_grad
 from ._checks.grad import check_grad as check_grad
 from ._checks.hessian import assert_hessian as assert_hessian

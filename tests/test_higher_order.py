@@ -1,4 +1,5 @@
-"""`check_hessian`, `check_grad(order=2, argnums=..., has_aux=...)` and the drop-in
+"""`check_hessian` (and its deprecated alias `check_grad(order=2)`), `argnums`,
+`has_aux` and the drop-in
 `check_grads`: correct derivatives pass, planted bugs are caught and located."""
 
 import pathlib
@@ -45,24 +46,38 @@ def test_hessian_catches_wrong_second_derivative():
         jaxcheck.assert_hessian(sin_loss, X, hvp=True, tangents=jnp.ones(3))
 
 
-def test_check_grad_order_2():
-    report = jaxcheck.check_grad(model_loss, PARAMS, DATA, order=2)
+def test_check_hessian_takes_argnums_and_has_aux():
+    report = jaxcheck.check_hessian(model_loss, PARAMS, DATA)
     assert report.ok and isinstance(report, jaxcheck.JacobianReport)
-    report = jaxcheck.check_grad(sin_loss, X, order=2)
+    # The Hessian in the second argument, of a `fun` with aux: a planted bug there.
+    with_aux = lambda data, x: (sin_loss(x), {"aux": data})  # noqa: E731
+    report = jaxcheck.check_hessian(with_aux, DATA, X, argnums=1, has_aux=True)
     assert not report.ok
     assert report.worst(1)[0].location.startswith("grad[")
 
 
-def test_check_grad_order_2_fast_mode_checks_a_hessian_vector_product():
+def test_check_grad_order_2_is_a_deprecated_alias_of_check_hessian():
+    with pytest.warns(DeprecationWarning, match=r"call check_hessian\(fun"):
+        report = jaxcheck.check_grad(sin_loss, X, order=2)
+    expected = jaxcheck.check_hessian(sin_loss, X)
+    assert not report.ok and not expected.ok
+    assert report.verdict == expected.verdict
+    with pytest.warns(DeprecationWarning, match="hvp=True"):
+        report = jaxcheck.check_grad(sin_loss, X, order=2, mode="fast", seed=3)
+    expected = jaxcheck.check_hessian(sin_loss, X, hvp=True, seed=3)
+    assert report.verdict == expected.verdict
+
+
+def test_hessian_vector_product_reports_progress_on_the_given_devices():
     seen = []
-    report = jaxcheck.check_grad(
-        model_loss, PARAMS, DATA, order=2, mode="fast",
+    report = jaxcheck.check_hessian(
+        model_loss, PARAMS, DATA, hvp=True,
         progress=lambda done, total: seen.append((done, total)),
         devices=[jax.devices()[0]],
     )  # fmt: skip
     assert report.ok and report.seconds > 0
     assert seen and seen[-1][0] == seen[-1][1]  # every evaluation reported
-    report = jaxcheck.check_grad(sin_loss, X, order=2, mode="fast", seed=3)
+    report = jaxcheck.check_hessian(sin_loss, X, hvp=True, seed=3)
     assert not report.ok
     assert report.worst(1)[0].location.startswith("grad[")
 
@@ -70,10 +85,15 @@ def test_check_grad_order_2_fast_mode_checks_a_hessian_vector_product():
 def test_hessian_bad_arguments():
     with pytest.raises(ValueError, match="`order`"):
         jaxcheck.check_grad(sin_loss, X, order=3)
-    with pytest.raises(ValueError, match='mode="sample" checks sampled entries'):
-        jaxcheck.check_grad(sin_loss, X, order=2, mode="sample")
+    with pytest.warns(DeprecationWarning):
+        with pytest.raises(ValueError, match='mode="sample" checks sampled entries'):
+            jaxcheck.check_grad(sin_loss, X, order=2, mode="sample")
     with pytest.raises(ValueError, match="`samples` is the number of entries"):
-        jaxcheck.check_grad(sin_loss, X, order=2, samples=4)
+        jaxcheck.check_hessian(sin_loss, X, samples=4)
+    with pytest.raises(ValueError, match='takes mode="full" only'):
+        jaxcheck.check_hessian(sin_loss, X, mode="fast")
+    with pytest.raises(TypeError, match="does not take the option `resume`"):
+        jaxcheck.check_hessian(sin_loss, X, resume="r")
     with pytest.raises(ValueError, match="`grad` cannot be given with order=2"):
         jaxcheck.check_grad(sin_loss, X, order=2, grad=X)
     with pytest.raises(ValueError, match="hvp=True"):

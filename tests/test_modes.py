@@ -147,7 +147,7 @@ def _never_called(params):
         ({"mode": "sample", "samples": 2.5}, TypeError, "`samples` must be a"),
         ({"mode": "fast", "samples": 8}, ValueError, "`samples` is the number of"),
         ({"samples": 8}, ValueError, "but mode='full'; pass mode=\"sample\""),
-        ({"mode": "fast", "seed": -1}, TypeError, "`seed` must be a non-negative"),
+        ({"mode": "fast", "seed": -1}, ValueError, "`seed` must be a non-negative"),
         ({"mode": "fast", "seed": "0"}, TypeError, "`seed` must be a non-negative"),
     ],
 )

@@ -126,8 +126,8 @@ def test_bad_resume_arguments_are_refused(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="`resume` .* is not a directory"):
         jaxcheck.check_grad(loss, PARAMS, X, resume=tmp_path / "file")
-    with pytest.raises(ValueError, match="order=2"):
-        jaxcheck.check_grad(loss, PARAMS, X, resume=tmp_path / "r", order=2)
+    with pytest.raises(TypeError, match="check_hessian.. does not take .* `resume`"):
+        jaxcheck.check_hessian(loss, PARAMS, X, resume=tmp_path / "r")
     assert not (tmp_path / "r").exists()  # refused before anything was written
 
 

@@ -76,11 +76,10 @@ CHECKS = {
     "check_grad complex params": lambda: jaxcheck.check_grad(
         lambda z: jnp.sum(jnp.abs(z * z) ** 2), Z
     ),
-    "check_grad order 2": lambda: jaxcheck.check_grad(
+    "check_hessian of a model": lambda: jaxcheck.check_hessian(
         lambda b, x: jnp.sum(jnp.tanh(x @ b) ** 2),
         jnp.array([0.1, -0.2, 0.3]),
         X,
-        order=2,
     ),
     "numerical_grad": lambda: jaxcheck.numerical_grad(mixed_loss, PARAMS, X),
     "check_jacobian": lambda: jaxcheck.check_jacobian(vector, X[0], Z),

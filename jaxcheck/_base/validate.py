@@ -198,9 +198,10 @@ def check_mode(mode: Any, samples: Any, seed: Any) -> None:
             'it is the number of random entries checked per leaf with mode="sample".',
         )
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
-        raise TypeError(
+        error = TypeError if not isinstance(seed, numbers.Integral) else ValueError
+        raise error(
             f"`seed` must be a non-negative int, got {seed!r}; it seeds the random "
-            'directions (mode="fast") and entries (mode="sample").'
+            "directions, entries, tangents and cotangents of a check."
         )
 
 

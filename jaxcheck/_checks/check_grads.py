@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .._base import validate as _validate
@@ -28,9 +27,8 @@ from .._engine.analytic import fun_name
 from .._engine.traced_fun import output_shape, remembering_traces
 from .._tree.pytree import is_differentiable_leaf
 from .._verdict.report import GradCheckReport
-from .directions import cotangents_for
 from .jacobian import check_primals
-from .jax_projection import projection_failure
+from .jax_projection import jax_draws, projection_dtypes, projection_failure
 from .jax_tolerance import jax_tolerances
 from .jvp import jvp_report
 from .vjp import linearized, vjp_report
@@ -156,8 +154,8 @@ def check_grads(
         raise ValueError(f"`order` must be a positive int, got {order!r}.")
     modes = _check_modes(modes)
     options = make_options(
-        eps=eps, methods=JACOBIAN_METHODS, floors=jax_tolerances(atol, rtol),
-        nan_agrees=True,
+        "check_grads", dict(eps=eps), methods=JACOBIAN_METHODS,
+        floors=jax_tolerances(atol, rtol), nan_agrees=True,
     )  # fmt: skip
     # Each check draws its own tangent or cotangent (seeds 0, 1, ...): an error
     # that a close pair of random entries hides from one check (two entries
@@ -215,12 +213,15 @@ def _nothing_to_compare(f: Callable[..., Any], args: tuple[Any, ...]) -> bool:
     return sum(math.prod(x.shape) for x in out) == 0
 
 
-def _judge_vjp(report: GradCheckReport, options: Options, what: str) -> None:
+def _judge_vjp(
+    report: GradCheckReport, options: Options, what: str, tangent: np.ndarray,
+    dtypes: tuple[np.dtype, ...],
+) -> None:  # fmt: skip
     """Raises unless the VJP passes entry by entry and in JAX's projection."""
     raise_if_failed(report, what)
     if options.mode != "full":
         return  # fast mode compares probes, not every entry: no projection
-    why = projection_failure(report, options.tolerance)
+    why = projection_failure(report, options.tolerance, tangent, dtypes)
     if why is not None:
         raise GradCheckError(f"{what} check failed: {why}\n{report}")
 
@@ -228,8 +229,8 @@ def _judge_vjp(report: GradCheckReport, options: Options, what: str) -> None:
 def _check_vjp(
     f: Callable[..., Any], args: tuple[Any, ...], options: Options, what: str
 ) -> None:
-    """The VJP check, entry by entry, with JAX's verdicts where `f(*args)` has
-    NaN or Inf entries.
+    """The VJP check, entry by entry along JAX's cotangent, then JAX's
+    projection, with JAX's verdicts where `f(*args)` has NaN or Inf entries.
 
     There ⟨c, f⟩ is not finite, so its gradient cannot be differenced. JAX
     compares one projection of each side: an output stuck at ±Inf does not move
@@ -238,19 +239,20 @@ def _check_vjp(
     NaN output, a VJP that is NaN too agrees (with a warning), a finite one fails.
     """
     out, vjp_fn = linearized(f, args)  # one `jax.vjp`: the output and the VJP
+    tangent, c = jax_draws(args, out)
+    judged = (tangent, projection_dtypes(args, out))
     out = jax.tree_util.tree_leaves(out)
     if all(np.all(np.isfinite(np.asarray(x))) for x in out):
-        _judge_vjp(vjp_report(f, args, vjp_fn, None, options), options, what)
+        _judge_vjp(vjp_report(f, args, vjp_fn, c, options), options, what, *judged)
         return
-    c = cotangents_for(f, args, None, options.seed)
     if not any(np.any(np.isnan(np.asarray(x))) for x in out):
         treedef = jax.tree_util.tree_structure(c)
         masked = [
-            jnp.where(jnp.isinf(o), jnp.zeros_like(x), x)
+            np.where(np.isinf(np.asarray(o)), np.zeros_like(x), x)
             for x, o in zip(jax.tree_util.tree_leaves(c), out, strict=True)
         ]
         c = jax.tree_util.tree_unflatten(treedef, masked)
-        _judge_vjp(vjp_report(f, args, vjp_fn, c, options), options, what)
+        _judge_vjp(vjp_report(f, args, vjp_fn, c, options), options, what, *judged)
         return
     vjp = jax.tree_util.tree_leaves(vjp_fn(c))
     if all(np.all(np.isfinite(np.asarray(x))) for x in vjp if _is_numeric(x)):

@@ -43,12 +43,10 @@ def _random_like(infos: list[Any], seed: int) -> list[jax.Array]:
     ]
 
 
-def check_arguments(fun, primals, seed, rule, usage: str) -> tuple[Any, ...]:
+def check_arguments(fun, primals, rule, usage: str) -> tuple[Any, ...]:
     """Validates the arguments shared by `check_vjp` and `check_jvp`."""
     _validate.check_fun(fun)
     primals = check_primals(primals)
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"`seed` must be an int, got {seed!r}.")
     if rule is not None and not callable(rule):
         name = usage.split("(")[0]
         raise TypeError(

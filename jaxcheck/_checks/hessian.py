@@ -12,24 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import jax
 
 from .._base import validate as _validate
 from .._base.errors import raise_if_failed
-from .._base.options import (
-    DEFAULT_MEMORY_BUDGET,
-    Options,
-    full_mode_only,
-    make_options,
-    tracked,
-)
+from .._base.options import NO_RESUME, CheckOptions, make_options, tracked
 from .._base.validate import JACOBIAN_METHODS
 from .._engine.analytic import fun_name
 from .._engine.numerical_jacobian import of_some_leaves
 from .._tree.pytree import is_differentiable_leaf, split
 from .._verdict.jacobian_report import JacobianReport
+from .argnums import select
 from .jacobian import check_autodiff, jacobian_check
 from .jvp import jvp_report
 
@@ -67,53 +62,16 @@ class _Bound:
     __hash__ = object.__hash__  # `args` may hold arrays
 
 
-def hessian_report(
-    fun: Callable[..., Any],
-    params: Any,
-    args: tuple[Any, ...],
-    *,
-    hvp: bool = False,
-    tangents: Any = None,
-    autodiff: Sequence[str] | None = None,
-    options: Options,
-) -> JacobianReport:
-    """The report of the Hessian (or one Hessian-vector product), without raising."""
-    _validate.check_fun(fun)
-    _validate.check_method(options.method, JACOBIAN_METHODS)
-    # The Hessian is that of the floating entries of `params`: say so early if
-    # there are none, rather than finding an empty gradient later.
-    _validate.check_has_entries(split(fun, params, args))
-    name = f"Hessian of {fun_name(fun)}"
-    if hvp:
-        return jvp_report(
-            _Bound(Gradient(fun), args), (params,), None,
-            None if tangents is None else (tangents,), options, out_name="grad",
-            mode="hvp", name=name,
-        )  # fmt: skip
-    return jacobian_check(
-        Gradient(fun), params, args, name=name, out_name="grad", in_name="params",
-        options=options, autodiff=check_autodiff(autodiff),
-    )  # fmt: skip
-
-
 def check_hessian(
     fun: Callable[..., Any],
     params: Any,
     *args: Any,
     hvp: bool = False,
     tangents: Any = None,
-    seed: int = 0,
     autodiff: Sequence[str] | None = None,
-    method: str = "central",
-    eps: float | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    shadow: bool = True,
-    mode: str = "full",
-    progress: bool | Callable[[int, int], Any] | None = None,
-    devices: Sequence[jax.Device] | None = None,
+    argnums: int | tuple[int, ...] = 0,
+    has_aux: bool = False,
+    **options: Unpack[CheckOptions],
 ) -> JacobianReport:
     """Checks the Hessian of a scalar `fun` against finite differences of its gradient.
 
@@ -132,12 +90,14 @@ def check_hessian(
         *args: further arguments of `fun`, never perturbed.
         hvp: check one Hessian-vector product instead of the whole Hessian.
         tangents: with `hvp=True`, the vector v, a pytree like `params`.
-        seed: the seed of the random tangent.
         autodiff: which of "rev" (jax.jacrev) and "fwd" (jax.jacfwd) of the
             gradient to compare; None (default) both where defined.
-        method, eps, atol, rtol, chunk_size, memory_budget, shadow, progress,
-            devices: as in `check_grad`; the steps apply to `params`.
-        mode: "full" only (for one Hessian-vector product pass `hvp=True`).
+        argnums, has_aux: as in `check_grad` and `jax.hessian`: which positional
+            arguments are differentiated (the steps apply to them), and whether
+            `fun` returns `(value, aux)`.
+        **options: the `CheckOptions`, but `resume`, and mode="full" only (for
+            one Hessian-vector product pass `hvp=True`); `seed` draws the
+            random tangent.
 
     Returns:
         A `JacobianReport` (`.ok` is also its truth value). It never raises on a
@@ -169,19 +129,29 @@ def check_hessian(
     if tangents is not None and not hvp:
         raise ValueError("`tangents` is the vector of a Hessian-vector product: "
                          "pass it with hvp=True.")  # fmt: skip
+    autodiff = check_autodiff(autodiff)
+    name = f"Hessian of {fun_name(fun)}"
+    fun, params, args, _ = select(fun, params, args, None, argnums, has_aux)
     options = make_options(
-        method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
-        memory_budget=memory_budget, seed=seed, shadow=shadow, mode=mode,
-        progress=progress, devices=devices, methods=JACOBIAN_METHODS,
+        "check_hessian", options, takes=NO_RESUME, methods=JACOBIAN_METHODS,
+        modes=("full",),
     )  # fmt: skip
-    full_mode_only(options, "check_hessian")
-    return tracked(options, lambda: hessian_report(
-        fun, params, args, hvp=hvp, tangents=tangents, autodiff=autodiff,
-        options=options,
+    _validate.check_has_entries(split(fun, params, args))
+    if hvp:
+        t = None if tangents is None else (tangents,)
+        return tracked(options, lambda: jvp_report(
+            _Bound(Gradient(fun), args), (params,), None, t, options,
+            out_name="grad", mode="hvp", name=name,
+        ))  # fmt: skip
+    return tracked(options, lambda: jacobian_check(
+        Gradient(fun), params, args, name=name, out_name="grad", in_name="params",
+        options=options, autodiff=autodiff,
     ))  # fmt: skip
 
 
-def assert_hessian(fun: Callable[..., Any], params: Any, *args: Any, **options):
+def assert_hessian(
+    fun: Callable[..., Any], params: Any, *args: Any, **options: Any
+) -> JacobianReport:
     """Like `check_hessian`, but raises `GradCheckError` when an entry differs.
 
     Takes the same arguments as `check_hessian` and returns its report when

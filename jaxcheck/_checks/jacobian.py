@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import jax
 import numpy as np
@@ -13,9 +13,9 @@ import numpy as np
 from .._base import validate as _validate
 from .._base.errors import raise_if_failed
 from .._base.options import (
-    DEFAULT_MEMORY_BUDGET,
+    NO_RESUME,
+    CheckOptions,
     Options,
-    full_mode_only,
     make_options,
     tracked,
 )
@@ -196,16 +196,7 @@ def check_jacobian(
     *primals: Any,
     jac: Any = None,
     autodiff: Sequence[str] | None = None,
-    method: str = "central",
-    eps: float | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    shadow: bool = True,
-    mode: str = "full",
-    progress: bool | Callable[[int, int], Any] | None = None,
-    devices: Sequence[jax.Device] | None = None,
+    **options: Unpack[CheckOptions],
 ) -> JacobianReport:
     """Checks the Jacobian of a pytree-to-pytree `fun` entry by entry.
 
@@ -228,9 +219,8 @@ def check_jacobian(
         autodiff: which of "rev" (jax.jacrev) and "fwd" (jax.jacfwd) to check;
             None (default) checks both, or only "rev" for a function with a
             `custom_vjp` rule, which has no forward mode (the report says so).
-        method, eps, atol, rtol, chunk_size, memory_budget, shadow, progress,
-            devices: as in `check_grad`.
-        mode: "full" only: a Jacobian check compares every entry.
+        **options: the `CheckOptions`, but `resume`, and mode="full" only: a
+            Jacobian check compares every entry.
 
     Returns:
         A `JacobianReport`: `.ok` (also its truth value), one row per (output
@@ -268,11 +258,9 @@ def check_jacobian(
     else:
         jac_thunk = None
     options = make_options(
-        method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
-        memory_budget=memory_budget, shadow=shadow, mode=mode, progress=progress,
-        devices=devices, methods=JACOBIAN_METHODS,
+        "check_jacobian", options, takes=NO_RESUME, methods=JACOBIAN_METHODS,
+        modes=("full",),
     )  # fmt: skip
-    full_mode_only(options, "check_jacobian")
     return tracked(options, lambda: jacobian_check(
         Star(fun), primals, (), name=fun_name(fun), out_name="out",
         in_name="primals", options=options, autodiff=autodiff, jac=jac_thunk,

@@ -8,8 +8,8 @@ entry with the JVP.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -18,9 +18,9 @@ import numpy as np
 from .._base import validate as _validate
 from .._base.errors import raise_if_failed
 from .._base.options import (
-    DEFAULT_MEMORY_BUDGET,
+    NO_RESUME,
+    CheckOptions,
     Options,
-    full_mode_only,
     make_options,
     tracked,
 )
@@ -50,8 +50,7 @@ def _moved(xs: list[Any], s: jax.Array, ts: list[jax.Array]) -> list[jax.Array]:
     complex x or t must not rely on implicit promotion)."""
     xs = [jnp.asarray(x) for x in xs]
     return [
-        x + s.astype(x.dtype) * t.astype(x.dtype)
-        for x, t in zip(xs, ts, strict=True)
+        x + s.astype(x.dtype) * t.astype(x.dtype) for x, t in zip(xs, ts, strict=True)
     ]
 
 
@@ -181,18 +180,7 @@ def check_jvp(
     primals: tuple[Any, ...],
     jvp_fn: Callable[..., Any] | None = None,
     tangents: Any = None,
-    *,
-    seed: int = 0,
-    method: str = "central",
-    eps: float | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    shadow: bool = True,
-    mode: str = "full",
-    progress: bool | Callable[[int, int], Any] | None = None,
-    devices: Sequence[jax.Device] | None = None,
+    **options: Unpack[CheckOptions],
 ) -> JacobianReport:
     """Checks a Jacobian-vector product J·t against finite differences, per output.
 
@@ -209,10 +197,9 @@ def check_jvp(
             fun)`; None checks `jax.jvp(fun)` (its `custom_jvp` rules).
         tangents: a pytree like `primals` (values at non-floating leaves are
             ignored); None draws one from a normal distribution seeded with `seed`.
-        seed: the seed of the random tangents.
-        method, eps, atol, rtol, chunk_size, memory_budget, shadow, progress,
-            devices: as in `check_grad`.
-        mode: "full" only: a JVP check compares every output entry.
+        **options: the `CheckOptions`, but `resume`, and mode="full" only: a
+            JVP check compares every output entry; `seed` draws the random
+            tangents.
 
     Returns:
         The `JacobianReport` of the output entries (`.ok` is also its truth
@@ -233,13 +220,11 @@ def check_jvp(
         >>> print(report.verdict)  # doctest: +ELLIPSIS
         FAILED: 3 of 3 entries differ, in out['y'] (jvp); worst out['y'][...] (jvp): ...
     """
-    primals = check_arguments(fun, primals, seed, jvp_fn, "jvp_fn(primals, tangents)")
+    primals = check_arguments(fun, primals, jvp_fn, "jvp_fn(primals, tangents)")
     options = make_options(
-        method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
-        memory_budget=memory_budget, seed=seed, shadow=shadow, mode=mode,
-        progress=progress, devices=devices, methods=JACOBIAN_METHODS,
+        "check_jvp", options, takes=NO_RESUME, methods=JACOBIAN_METHODS,
+        modes=("full",),
     )  # fmt: skip
-    full_mode_only(options, "check_jvp")
     return tracked(options, lambda: jvp_report(fun, primals, jvp_fn, tangents, options))
 
 

@@ -116,7 +116,7 @@ def gradient_report(
         contextlib.ExitStack() as stack,
         noting_fallbacks() as fallbacks,
     ):
-        prepared = prepare(fun, params, args, **options.evaluation, options=options)
+        prepared = prepare(fun, params, args, options)
         tree = prepared.tree
         if options.resume is not None:
             traced = trace_base(tree.problem, tree.dynamic)
@@ -145,9 +145,7 @@ def gradient_report(
         if base_value is None:
             base_value = float(np.reshape(judged.base, -1)[0])
             check_base_value(base_value, tree)
-        nondet_tol = nondeterminism_tolerance(
-            options.nondet_tol, out_dtype, base_value
-        )
+        nondet_tol = nondeterminism_tolerance(options.nondet_tol, out_dtype, base_value)
         evaluation, fallback = evaluated_as(prepared.way, fallbacks)
         said = [x for x in (note, fallback) if x]
         if options.resume is not None:

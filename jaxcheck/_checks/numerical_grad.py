@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._base import validate as _validate
-from .._base.options import DEFAULT_MEMORY_BUDGET
+from .._base.options import STEP_OPTION_NAMES, StepOptions, make_options
 from .._engine.analytic import base_value_of
 from .._engine.numerical import finite_differences, prepare
 from .._engine.twins import numerical_side
@@ -29,11 +29,8 @@ def numerical_grad(
     fun: Callable[..., Any],
     params: Any,
     *args: Any,
-    method: str = "central",
-    eps: float | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
     flat: bool = False,
+    **options: Unpack[StepOptions],
 ) -> Any:
     """The finite-difference gradient of a scalar `fun` with respect to `params`.
 
@@ -48,25 +45,12 @@ def numerical_grad(
         fun: a function `fun(params, *args)` returning a real floating scalar.
         params: a pytree of parameters.
         *args: further arguments of `fun`, passed through unchanged.
-        method: "central" (J(θ+h) − J(θ−h)) / 2h, "forward" (J(θ+h) − J(θ)) / h,
-            "backward" (J(θ) − J(θ−h)) / h, "central4" (the five-point stencil
-            (8(J(θ+h) − J(θ−h)) − (J(θ+2h) − J(θ−2h))) / 12h, i.e. Richardson's
-            extrapolation of the central differences at h and 2h; error O(h⁴)),
-            or "complex" (the complex step Im J(θ + ih) / h, exact to round-off
-            for a complex-analytic `fun`, one evaluation per entry; `fun` runs on
-            complex128 parameters, and a `fun` that is not complex-safe, e.g.
-            uses abs, max or comparisons, is an error).
-        eps: the absolute step h for every entry; None (default) picks per entry
-            h = u^(1/3)·max(1, |θᵢ|) (central), u^(1/2) (one-sided), u^(1/5)
-            (central4) or u^(5/4) (complex) times max(1, |θᵢ|),
-            for the leaf dtype's machine epsilon u, rounded to a power of two.
-        chunk_size: perturbed evaluations per batch; None derives it from
-            `memory_budget`.
-        memory_budget: bytes that one batch of evaluations may use (default 1 GiB).
         flat: return one flat vector over θ (the perturbed entries in pytree
             order, each leaf flattened in C order, in the leaves' common dtype)
             instead of a pytree: `ravel_pytree(numerical_grad(fun, params))[0]`
             when every leaf of `params` is floating.
+        **options: the `StepOptions` (method, eps, chunk_size, memory_budget),
+            each documented there.
 
     Returns:
         A pytree like `params` holding the numerical gradient at the perturbed leaves,
@@ -98,24 +82,11 @@ def numerical_grad(
         [0.0, 0.0, 2.0, 2.0, 2.0, 2.0]
     """
     _validate.check_flag("flat", flat)
-    prepared = prepare(
-        fun,
-        params,
-        args,
-        method=method,
-        eps=eps,
-        chunk_size=chunk_size,
-        memory_budget=memory_budget,
-    )
+    checked = make_options("numerical_grad", options, takes=STEP_OPTION_NAMES)
+    prepared = prepare(fun, params, args, checked)
     base_value = base_value_of(prepared)
-    with numerical_side(prepared, base_value, False, method) as (numerical, _):
-        diffs = finite_differences(
-            numerical,
-            method=method,
-            eps=eps,
-            chunk_size=chunk_size,
-            memory_budget=memory_budget,
-        )
+    with numerical_side(prepared, base_value, False, checked.method) as (numerical, _):
+        diffs = finite_differences(numerical, **checked.evaluation)
     tree = prepared.tree
     gradient = to_leaves(tree, diffs.derivative[:, 0])
     values = [

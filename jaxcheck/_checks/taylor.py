@@ -13,14 +13,14 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import jax.numpy as jnp
 import numpy as np
 
 from .._base import validate as _validate
 from .._base.errors import GradCheckError
-from .._base.options import DEFAULT_MEMORY_BUDGET
+from .._base.options import CheckOptions, make_options
 from .._engine.along import random_directions, values_along
 from .._engine.analytic import analytic_side, fun_name
 from .._engine.blocks import Block, bytes_per_evaluation, chunk_length
@@ -31,7 +31,10 @@ from .._tree.pytree import format_path
 from .._verdict.taylor_report import TaylorDirection, TaylorReport, judge_direction
 
 DEFAULT_NUM_STEPS = 12
-def _check_arguments(num_steps: Any, h0: Any, seed: Any) -> None:
+_TAKES = ("seed", "chunk_size", "memory_budget")  # of the `CheckOptions`
+
+
+def _check_arguments(num_steps: Any, h0: Any) -> None:
     if not isinstance(num_steps, numbers.Integral) or isinstance(num_steps, bool):
         raise TypeError(f"`num_steps` must be an int, got {num_steps!r}.")
     if num_steps < 3:
@@ -45,10 +48,6 @@ def _check_arguments(num_steps: Any, h0: Any, seed: Any) -> None:
             "`h0` must be positive, got 0; it is the largest step, relative to "
             "max(1, |θᵢ|). Pass None for the dtype's default."
         )
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise TypeError(f"`seed` must be a non-negative int, got {seed!r}.")
-    if seed < 0:
-        raise ValueError(f"`seed` must be a non-negative int, got {seed}.")
 
 
 def _first_order(leaves, thetas, grads, directions, chosen, steps, u_grad):
@@ -73,9 +72,7 @@ def taylor_test(
     grad: Any = None,
     num_steps: int = DEFAULT_NUM_STEPS,
     h0: float | None = None,
-    seed: int = 0,
-    chunk_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    **options: Unpack[CheckOptions],
 ) -> TaylorReport:
     """Checks a gradient by the order of convergence of the Taylor remainder.
 
@@ -103,10 +100,9 @@ def taylor_test(
         num_steps: how many steps, each half the previous (default 12).
         h0: the largest step; None picks one from the dtypes: 2⁻¹⁰ for float64,
             1/4 for float32 and narrower.
-        seed: seeds the random directions (default 0).
-        chunk_size: steps evaluated per batch; None derives it from
+        **options: of the `CheckOptions`, `seed` (of the random directions,
+            default 0), `chunk_size` (steps evaluated per batch) and
             `memory_budget`.
-        memory_budget: bytes that one batch of evaluations may use (default 1 GiB).
 
     Returns:
         A `TaylorReport`: `.ok`, `.directions` (steps, remainders, local orders,
@@ -131,16 +127,11 @@ def taylor_test(
         >>> [(d.name, round(d.order)) for d in report.failures]
         [('all', 1), ("['b']", 1)]
     """
-    _check_arguments(num_steps, h0, seed)
-    prepared = prepare(
-        fun,
-        params,
-        args,
-        method="central",
-        eps=None,
-        chunk_size=chunk_size,
-        memory_budget=memory_budget,
-    )
+    _check_arguments(num_steps, h0)
+    checked = make_options("taylor_test", options, takes=_TAKES)
+    seed, chunk_size = checked.seed, checked.chunk_size
+    memory_budget = checked.memory_budget
+    prepared = prepare(fun, params, args, checked)
     # The steps are evaluated by one compiled kernel, reused by the next test of
     # the same shapes: compile the gradient beside it rather than run it op by op.
     prepared = dataclasses.replace(prepared, eager=False)

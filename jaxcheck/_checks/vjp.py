@@ -9,8 +9,8 @@ entry.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,7 @@ import numpy as np
 
 from .._base import validate as _validate
 from .._base.errors import raise_if_failed
-from .._base.options import DEFAULT_MEMORY_BUDGET, Options, make_options
+from .._base.options import NO_RESUME, CheckOptions, Options, make_options
 from .._engine.analytic import fun_name
 from .._engine.numerical_jacobian import of_some_leaves
 from .._engine.steps import common_dtype
@@ -189,20 +189,7 @@ def check_vjp(
     primals: tuple[Any, ...],
     vjp_fn: Callable[[Any], tuple[Any, ...]] | None = None,
     cotangents: Any = None,
-    *,
-    seed: int = 0,
-    method: str = "central",
-    eps: float | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    shadow: bool = True,
-    nondet_tol: float | None = None,
-    mode: str = "full",
-    samples: int | None = None,
-    progress: bool | Callable[[int, int], Any] | None = None,
-    devices: Sequence[jax.Device] | None = None,
+    **options: Unpack[CheckOptions],
 ) -> GradCheckReport:
     """Checks a vector-Jacobian product cᵀJ against finite differences, per input.
 
@@ -222,11 +209,9 @@ def check_vjp(
             so the `custom_vjp` rules inside `fun` are what is checked.
         cotangents: a pytree like `fun`'s output; None draws one from a normal
             distribution seeded with `seed`.
-        seed: the seed of the random cotangents (and of `mode`'s directions
-            and entries).
-        method, eps, atol, rtol, chunk_size, memory_budget, shadow, nondet_tol,
-            mode, samples, progress, devices: as in `check_grad` (fast and
-            sample modes screen the input entries).
+        **options: the `CheckOptions`, but `resume` (fast and sample modes
+            screen the input entries); `seed` draws the random cotangents and
+            the modes' directions and entries.
 
     Returns:
         The `GradCheckReport` of the input entries (`.ok` is also its truth
@@ -249,12 +234,8 @@ def check_vjp(
         ...
         ValueError: `vjp_fn(cotangents)`[1] has shape (4, 3), but primals[1] ...
     """
-    primals = check_arguments(fun, primals, seed, vjp_fn, "vjp_fn(cotangents)")
-    options = make_options(
-        method=method, eps=eps, atol=atol, rtol=rtol, chunk_size=chunk_size,
-        memory_budget=memory_budget, seed=seed, shadow=shadow, nondet_tol=nondet_tol,
-        mode=mode, samples=samples, progress=progress, devices=devices,
-    )  # fmt: skip
+    primals = check_arguments(fun, primals, vjp_fn, "vjp_fn(cotangents)")
+    options = make_options("check_vjp", options, takes=NO_RESUME)
     return vjp_report(fun, primals, vjp_fn, cotangents, options)
 
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._base import validate as _validate
+from .._base.options import Options
 from .._runtime.fingerprint import fingerprint
 from .._runtime.multiprocess import agree, is_multiprocess
 from .._runtime.sharding import adopt, host_value
@@ -65,24 +66,18 @@ def prepare(
     fun: Callable[..., Any],
     params: Any,
     args: tuple[Any, ...],
+    options: Options,
     *,
-    method: str,
-    eps: float | None,
-    chunk_size: int | None,
-    memory_budget: int,
     scalar: bool = True,
-    options: Any = None,
 ) -> Prepared:
-    """Validates the arguments, splits the pytree and traces `fun` once.
+    """Validates `fun` and the point (the options are validated already), splits
+    the pytree and traces `fun` once.
 
     With `scalar`, `fun` must return a real scalar; otherwise a flat vector.
     Under `jax.distributed`, the processes then check that they all prepared
-    the same check (`options`: the whole `Options`, when the caller has them).
+    the same check.
     """
     _validate.check_fun(fun)
-    _validate.check_method(method)
-    _validate.check_eps(eps)
-    _validate.check_chunking(chunk_size, memory_budget)
     _validate.check_not_traced(params, args)
     tree = split(fun, params, args)
     _validate.check_has_entries(tree)
@@ -92,10 +87,8 @@ def prepare(
     if scalar:
         _validate.check_output(traced.out_info)
     if is_multiprocess():
-        evaluation = dict(method=method, eps=eps, chunk_size=chunk_size)
-        evaluation.update(memory_budget=memory_budget, scalar=scalar)
         program = traced.lower().as_text()
-        agree(fingerprint(program, tree.dynamic, options or evaluation, 0))
+        agree(fingerprint(program, tree.dynamic, options, 0))
     fun_bytes = intermediate_bytes(traced.jaxpr.jaxpr)
     # Central differences, refined at 2h: about four evaluations per entry.
     # The analytic side goes the same way as the points.

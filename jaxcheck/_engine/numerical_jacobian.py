@@ -202,9 +202,7 @@ def prepare_vector(
 ) -> Prepared:
     """The engine's view of a pytree-valued `fun`: realified `params` split into
     θ, a flat real output, traced once."""
-    return prepare(
-        fun, realify(params), args, scalar=False, options=options, **options.evaluation
-    )
+    return prepare(fun, realify(params), args, options, scalar=False)
 
 
 def judge_jacobian(

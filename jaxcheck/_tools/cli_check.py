@@ -16,7 +16,6 @@ import contextlib
 import difflib
 import importlib
 import importlib.util
-import inspect
 import os
 import sys
 import traceback
@@ -35,7 +34,6 @@ class UsageError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .._base.validate import METHODS
-    from .._checks.grad import check_grad
 
     parser.add_argument(
         "target",
@@ -50,14 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="finite differences: central (default), forward, backward, central4 "
         "(five points) or complex (complex step)",
     )
-    if "mode" in inspect.signature(check_grad).parameters:
-        parser.add_argument(
-            "--mode",
-            choices=("full", "fast", "sample"),
-            default=None,
-            help="full (every entry, default), fast (random directions per leaf, "
-            "then the suspect entries) or sample (--samples entries per leaf)",
-        )
+    parser.add_argument(
+        "--mode",
+        choices=("full", "fast", "sample"),
+        default=None,
+        help="full (every entry, default), fast (random directions per leaf, "
+        "then the suspect entries) or sample (--samples entries per leaf)",
+    )
     parser.add_argument(
         "--samples", type=int, default=None, help="entries per leaf with --mode sample"
     )
