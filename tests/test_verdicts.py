@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import enable_x64
 
 import jaxcheck
 from jaxcheck import GradCheckError
@@ -256,7 +257,7 @@ YF = jnp.ones((32, 4), jnp.float32)
 
 
 def test_a_correct_float32_network_of_10k_parameters_passes_without_x64():
-    with jax.enable_x64(False):
+    with enable_x64(False):
         params = _f32_mlp()
         report = jaxcheck.check_grad(_f32_loss, params, XF, YF)
         assert sum(s.size for s in report.leaves) > 10_000
