@@ -119,7 +119,8 @@ def test_flax_nnx_state():
 
     report = jaxcheck.assert_grad(loss, state, X)
     assert ".value" in report.leaves[0].path
-    assert {p for p, _ in report.skipped} == {
+    # (older flax keeps the stream's key and count under ['default'])
+    assert {p.replace("['default']", "") for p, _ in report.skipped} == {
         "['drop']['rngs']['count'].value",
         "['drop']['rngs']['key'].value",
     }

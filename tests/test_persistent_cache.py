@@ -69,7 +69,8 @@ def test_a_second_process_loads_every_program(tmp_path, mode):
     assert first["misses"] > 0 and files  # compiled, and kept on disk
     second = _run_child(tmp_path, mode)
     assert second["misses"] == 0, "the second process compiled something again"
-    assert second["hits"] == first["misses"]
+    # (older JAX also loads a few programs back in the first process)
+    assert second["hits"] == first["hits"] + first["misses"]
     assert set(os.listdir(tmp_path)) == files  # nothing new written
     assert first["report"]["ok"] is True
     _same_verdicts(first["report"], second["report"])
