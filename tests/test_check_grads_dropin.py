@@ -11,6 +11,8 @@ from helpers import enable_x64
 import jaxcheck
 from jaxcheck import GradCheckError
 
+pytestmark = pytest.mark.core
+
 
 def _scaled_jvp(factor):
     """sin with a JVP rule off by `factor` (1.0 is right)."""

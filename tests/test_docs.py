@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+pytestmark = pytest.mark.core
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 MODULES = sorted(

@@ -16,6 +16,8 @@ from helpers import at, matmul_missing_transpose
 
 import jaxcheck
 
+pytestmark = pytest.mark.core
+
 X = jnp.linspace(-1.0, 1.0, 24).reshape(6, 4)
 LABELS = jnp.array([0, 2, 1, 1, 0, 2])
 

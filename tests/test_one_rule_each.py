@@ -11,6 +11,8 @@ import jaxcheck
 from jaxcheck._engine import numerical as _numerical
 from jaxcheck._engine import steps as _steps
 
+pytestmark = pytest.mark.core
+
 X = jnp.linspace(0.2, 1.4, 6)
 
 

@@ -13,6 +13,8 @@ import pytest
 
 import jaxcheck
 
+pytestmark = pytest.mark.core
+
 # As in test_pytest_plugin: this checkout's plugin, without hypothesis's.
 PLUGIN = ("-p", "no:jaxcheck", "-p", "jaxcheck._tools.pytest_plugin")
 PLUGIN += ("-p", "no:hypothesispytest")

@@ -14,6 +14,8 @@ from helpers import enable_x64, reference_grad
 import jaxcheck
 from jaxcheck import GradCheckError
 
+pytestmark = pytest.mark.core
+
 README = open(__file__.replace("tests/test_taylor.py", "README.md")).read()
 
 

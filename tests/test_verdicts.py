@@ -13,6 +13,8 @@ from helpers import enable_x64
 import jaxcheck
 from jaxcheck import GradCheckError
 
+pytestmark = pytest.mark.core
+
 
 def at(path, index=()):
     inner = f"[{', '.join(map(str, index))}]" if index else ""
