@@ -14,6 +14,7 @@ for all, the address of process 0).
 """
 
 import argparse
+import inspect
 import socket
 import subprocess
 import sys
@@ -34,10 +35,12 @@ def worker(args: argparse.Namespace) -> None:
             num_processes=args.num_processes,
             process_id=args.process_id,
         )
-    # Short timeouts: a peer that dies makes the others fail within a minute.
-    jax.distributed.initialize(
-        **where, initialization_timeout=60, heartbeat_timeout_seconds=30
-    )
+    # Short timeouts: a peer that dies makes the others fail within a minute
+    # (JAX before 0.7 has no heartbeat_timeout_seconds: there it takes 100 s).
+    timeouts = dict(initialization_timeout=60, heartbeat_timeout_seconds=30)
+    accepted = inspect.signature(jax.distributed.initialize).parameters
+    timeouts = {k: v for k, v in timeouts.items() if k in accepted}
+    jax.distributed.initialize(**where, **timeouts)
 
     import jax.numpy as jnp
 

@@ -7,14 +7,30 @@ bugs are planted by editing one entry of a correct gradient.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# --------------------------------------------------------------------------
+# JAX versions
+
+
+@contextlib.contextmanager
+def enable_x64(enabled: bool = True) -> Iterator[None]:
+    """`jax.enable_x64(enabled)`, which JAX 0.8 made public; before it the same
+    context is `jax.experimental.enable_x64` (removed from later versions)."""
+    enable = getattr(jax, "enable_x64", None)
+    if enable is None:
+        from jax.experimental import enable_x64 as enable
+    with enable(enabled):
+        yield
+
 
 # --------------------------------------------------------------------------
 # Locations, as the report prints them

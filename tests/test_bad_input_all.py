@@ -7,6 +7,8 @@ import pytest
 
 import jaxcheck
 
+pytestmark = pytest.mark.core
+
 W = jnp.array([0.5, -1.0, 2.0])
 
 

@@ -33,6 +33,8 @@ from helpers import (
 import jaxcheck
 from jaxcheck import GradCheckError
 
+pytestmark = pytest.mark.core
+
 METHODS = ["central", "forward", "backward"]
 PARAMS = init_mlp()
 X, Y = mlp_data()

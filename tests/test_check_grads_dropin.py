@@ -8,9 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import enable_x64
 
 import jaxcheck
 from jaxcheck import GradCheckError
+
+pytestmark = pytest.mark.core
 
 
 def _scaled_jvp(factor):
@@ -363,7 +366,7 @@ def test_the_twin_traces_in_64_bits_under_strict_promotion():
     # whose differences show a doubled bfloat16 VJP that native differences at
     # eps=1 are too coarse to see.
     src = (np.random.default_rng(0).normal(size=(3, 4, 5)) * 3).astype(jnp.bfloat16)
-    with jax.enable_x64(False), jax.numpy_dtype_promotion("strict"):
+    with enable_x64(False), jax.numpy_dtype_promotion("strict"):
         with pytest.raises(GradCheckError, match=r"VJP check failed: FAILED"):
             jaxcheck.check_grads(_index_take_with_vjp(2.0), (src,), 1, ["rev"], eps=1.0)
         jaxcheck.check_grads(_index_take_with_vjp(1.0), (src,), 1, ["rev"], eps=1.0)

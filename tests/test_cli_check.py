@@ -12,6 +12,8 @@ import pytest
 import jaxcheck
 from jaxcheck._tools.cli import main
 
+pytestmark = pytest.mark.core
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 FACTORIES = """

@@ -10,6 +10,8 @@ from helpers import counted, init_mlp, mlp_data, mlp_loss
 import jaxcheck
 from jaxcheck._engine import jaxpr as _jaxpr
 
+pytestmark = pytest.mark.core
+
 MLP_GRAD = jax.jit(jax.grad(mlp_loss))  # compiled once per shape, never calls `fun`
 
 

@@ -11,6 +11,8 @@ import jaxcheck
 from jaxcheck import GradCheckError
 from jaxcheck._engine import compare as _compare
 
+pytestmark = pytest.mark.core
+
 
 def _custom_jvp_sin(factor):
     @jax.custom_jvp

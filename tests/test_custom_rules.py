@@ -13,6 +13,8 @@ import rules
 import jaxcheck
 from jaxcheck import GradCheckError
 
+pytestmark = pytest.mark.core
+
 X, W, B = rules.dense_inputs()
 
 

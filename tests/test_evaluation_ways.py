@@ -13,6 +13,8 @@ from helpers import custom_vjp_sin
 import jaxcheck
 from jaxcheck._engine import jaxpr as _jaxpr
 
+pytestmark = pytest.mark.core
+
 X = jnp.linspace(-1.0, 1.0, 6)
 
 

@@ -14,6 +14,8 @@ from test_modes import WIDE, WIDE_GRAD, WIDE_X, wide_loss
 import jaxcheck
 from jaxcheck import GradCheckError
 
+pytestmark = pytest.mark.core
+
 
 def partly_flat(params):
     # ['z'] has a zero gradient; its numeric side is round-off (0 against 1e-11

@@ -14,6 +14,8 @@ import rules
 import jaxcheck
 from jaxcheck import GradCheckError
 
+pytestmark = pytest.mark.core
+
 X = jnp.array([0.3, 0.9, 1.4])
 PARAMS = {"w": jnp.array([[0.2, -0.4], [0.5, 0.1]]), "b": jnp.array([0.1, -0.3])}
 DATA = jnp.array([[1.0, 2.0], [-0.5, 0.3], [0.7, -1.2]])

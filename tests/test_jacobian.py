@@ -13,6 +13,8 @@ import jaxcheck
 from jaxcheck import GradCheckError
 from jaxcheck._engine import jaxpr as _jaxpr
 
+pytestmark = pytest.mark.core
+
 X, W, B = rules.dense_inputs()
 F32 = rules.dense_inputs(jnp.float32)
 

@@ -16,6 +16,8 @@ from helpers import at, matmul_missing_transpose
 
 import jaxcheck
 
+pytestmark = pytest.mark.core
+
 X = jnp.linspace(-1.0, 1.0, 24).reshape(6, 4)
 LABELS = jnp.array([0, 2, 1, 1, 0, 2])
 
@@ -119,7 +121,8 @@ def test_flax_nnx_state():
 
     report = jaxcheck.assert_grad(loss, state, X)
     assert ".value" in report.leaves[0].path
-    assert {p for p, _ in report.skipped} == {
+    # (older flax keeps the stream's key and count under ['default'])
+    assert {p.replace("['default']", "") for p, _ in report.skipped} == {
         "['drop']['rngs']['count'].value",
         "['drop']['rngs']['key'].value",
     }

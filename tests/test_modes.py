@@ -19,6 +19,8 @@ from helpers import (
 import jaxcheck
 from jaxcheck import GradCheckError
 
+pytestmark = pytest.mark.core
+
 PARAMS = init_mlp()
 X, Y = mlp_data()
 EXACT = jax.grad(mlp_loss)(PARAMS, X, Y)

@@ -13,6 +13,8 @@ from helpers import QA_PARAMS, QA_X, QA_Y, assert_trees_close, qa_loss, qa_outpu
 import jaxcheck
 from jaxcheck._engine import blocks as _blocks
 
+pytestmark = pytest.mark.core
+
 METHODS = ["central", "forward", "backward"]
 
 # --------------------------------------------------------------------------

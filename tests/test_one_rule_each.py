@@ -15,6 +15,8 @@ from jaxcheck._base import options as _options
 from jaxcheck._engine import numerical as _numerical
 from jaxcheck._engine import steps as _steps
 
+pytestmark = pytest.mark.core
+
 X = jnp.linspace(0.2, 1.4, 6)
 
 

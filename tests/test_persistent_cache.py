@@ -13,6 +13,8 @@ import pytest
 
 import jaxcheck
 
+pytestmark = pytest.mark.core
+
 # As in test_pytest_plugin: this checkout's plugin, without hypothesis's.
 PLUGIN = ("-p", "no:jaxcheck", "-p", "jaxcheck._tools.pytest_plugin")
 PLUGIN += ("-p", "no:hypothesispytest")
@@ -69,7 +71,8 @@ def test_a_second_process_loads_every_program(tmp_path, mode):
     assert first["misses"] > 0 and files  # compiled, and kept on disk
     second = _run_child(tmp_path, mode)
     assert second["misses"] == 0, "the second process compiled something again"
-    assert second["hits"] == first["misses"]
+    # (older JAX also loads a few programs back in the first process)
+    assert second["hits"] == first["hits"] + first["misses"]
     assert set(os.listdir(tmp_path)) == files  # nothing new written
     assert first["report"]["ok"] is True
     _same_verdicts(first["report"], second["report"])

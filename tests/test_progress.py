@@ -8,6 +8,8 @@ import pytest
 import jaxcheck
 from jaxcheck._runtime import progress as _progress
 
+pytestmark = pytest.mark.core
+
 PARAMS = {"w": jnp.linspace(-1.0, 1.0, 30).reshape(5, 6), "b": jnp.ones(6)}
 
 

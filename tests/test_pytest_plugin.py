@@ -8,6 +8,8 @@ import tomllib
 
 import pytest
 
+pytestmark = pytest.mark.core
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Load the plugin from this checkout, not from whatever jaxcheck is installed;
 # hypothesis's plugin would add 1-2 s to every inner session.

@@ -24,6 +24,8 @@ from helpers import (
 import jaxcheck
 from jaxcheck import GradCheckError
 
+pytestmark = pytest.mark.core
+
 Affine = collections.namedtuple("Affine", ["w", "b"])
 
 

@@ -12,6 +12,8 @@ from helpers import location, plant, reference_grad, relative_difference
 
 import jaxcheck
 
+pytestmark = pytest.mark.core
+
 
 def loss(params, x):
     return (

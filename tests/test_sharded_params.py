@@ -47,12 +47,15 @@ def probe_spy(*a):
 evaluate._evaluate_chunk_jit = chunk_spy
 directional._evaluate_points = probe_spy
 
+def _spec(sharding):  # older JAX prints P(...) as PartitionSpec(...)
+    return str(getattr(sharding, "spec", sharding)).replace("PartitionSpec(", "P(")
+
 def specs(program, call):
     compiled = program.lower(*call).compile()
     shardings = jax.tree.leaves(compiled.input_shardings[0])
     memory = compiled.memory_analysis()
     return {
-        "inputs": [str(getattr(s, "spec", s)) for s in shardings],
+        "inputs": [_spec(s) for s in shardings],
         "all_gather": "all-gather" in compiled.as_text(),
         "argument_bytes": memory.argument_size_in_bytes,
         "temp_bytes": memory.temp_size_in_bytes,

@@ -13,6 +13,8 @@ import pytest
 import jaxcheck
 from jaxcheck import GradCheckError
 
+pytestmark = pytest.mark.core
+
 
 @contextlib.contextmanager
 def strict():

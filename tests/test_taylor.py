@@ -9,10 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import reference_grad
+from helpers import enable_x64, reference_grad
 
 import jaxcheck
 from jaxcheck import GradCheckError
+
+pytestmark = pytest.mark.core
 
 README = open(__file__.replace("tests/test_taylor.py", "README.md")).read()
 
@@ -93,7 +95,7 @@ def test_correct_gradient_passes(fun, params):
 
 
 def test_float32_with_x64_off():
-    with jax.enable_x64(False):
+    with enable_x64(False):
         params = mlp_params(jnp.float32)
         x = X.astype(np.float32)
         report = jaxcheck.taylor_test(mlp_loss, params, x)

@@ -14,6 +14,8 @@ from jaxcheck._engine.traced_fun import (
     traced_fun,
 )
 
+pytestmark = pytest.mark.core
+
 X = jnp.linspace(0.25, 1.5, 6).reshape(2, 3)
 
 

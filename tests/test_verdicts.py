@@ -8,9 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import enable_x64
 
 import jaxcheck
 from jaxcheck import GradCheckError
+
+pytestmark = pytest.mark.core
 
 
 def at(path, index=()):
@@ -256,7 +259,7 @@ YF = jnp.ones((32, 4), jnp.float32)
 
 
 def test_a_correct_float32_network_of_10k_parameters_passes_without_x64():
-    with jax.enable_x64(False):
+    with enable_x64(False):
         params = _f32_mlp()
         report = jaxcheck.check_grad(_f32_loss, params, XF, YF)
         assert sum(s.size for s in report.leaves) > 10_000
