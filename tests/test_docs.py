@@ -1,4 +1,10 @@
-"""The README's commands and quickstart, and every docstring example, run as written."""
+"""The README's commands and quickstart, the code blocks of the README and of the
+documentation pages, and every docstring example, run as written.
+
+A fenced block tagged `python` in README.md or docs/**/*.md runs; Python that is
+shown but not run is tagged `py` (see the contributor guide,
+docs/guides/architecture.md).
+"""
 
 import doctest
 import importlib
@@ -11,15 +17,14 @@ pytestmark = pytest.mark.core
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+STEPS_PAGE = ROOT / "docs" / "guides" / "steps.md"
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+RUNNABLE = re.compile(r"^```python\n(.*?)^```", flags=re.S | re.M)
 MODULES = sorted(
     ".".join(p.relative_to(ROOT / "jaxcheck").with_suffix("").parts)
     for p in (ROOT / "jaxcheck").rglob("*.py")
     if ">>>" in p.read_text()
 )
-
-
-def _code_blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
 def test_readme_has_exactly_two_setup_commands():
@@ -34,7 +39,9 @@ def test_readme_has_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     # with the newest JAX pinned; the oldest supported JAX runs after it
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
-    install, test = _code_blocks("bash")[1].strip().split(" && ")
+    setup = README.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    test_command = re.findall(r"```bash\n(.*?)```", setup, flags=re.S)[1].strip()
+    install, test = test_command.split(" && ")
     pinned = f'{install} -c "$NEWEST"'
     assert pinned in ci and test in ci[ci.index(pinned) :]
 
@@ -52,6 +59,32 @@ def test_readme_quickstart_runs():
     assert namespace["num"]["n_layers"] is None
 
 
+@pytest.mark.parametrize(
+    "page",
+    [p for p in PAGES if RUNNABLE.search(p.read_text())],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_python_blocks_run(page, tmp_path, monkeypatch):
+    """Every `python` block of a page runs: in order, in one namespace (a block
+    may use what an earlier one defined), in a temporary directory, with JAX's
+    x64 setting restored afterwards."""
+    import jax
+
+    monkeypatch.chdir(tmp_path)
+    x64 = jax.config.jax_enable_x64
+    namespace: dict = {"__name__": "__docs__"}
+    try:
+        for k, block in enumerate(RUNNABLE.findall(page.read_text())):
+            name = f"{page.relative_to(ROOT)}, python block {k + 1}"
+            exec(compile(block, name, "exec"), namespace)
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+
+
+def test_readme_is_short():
+    assert len(README.splitlines()) <= 300
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     module = importlib.import_module(f"jaxcheck.{name}")
@@ -61,15 +94,16 @@ def test_docstring_examples(name):
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_readme_step_table_matches_the_code():
+def test_step_table_matches_the_code():
     import jax.numpy as jnp
     import numpy as np
 
     from jaxcheck._engine.steps import step_sizes
 
+    page = STEPS_PAGE.read_text()  # the table of "Steps and pass bands"
     superscripts = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
     for dtype in ("float64", "float32", "float16", "bfloat16"):
-        row = re.search(rf"^\| {dtype} +\|.*$", README, flags=re.M).group(0)
+        row = re.search(rf"^\| {dtype} +\|.*$", page, flags=re.M).group(0)
         exponents = [
             int(e.translate(superscripts)) for e in re.findall(r"2([⁻⁰-⁹¹²³]+)", row)
         ]

@@ -189,11 +189,11 @@ def test_check_grads_bad_arguments():
         jaxcheck.check_grads(f_two, X, 1)
 
 
-def test_readme_migration_examples_run():
-    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("## Migrating from", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```py\n(.*?)```", section, flags=re.S)
+def test_migration_guide_examples_run():
+    root = pathlib.Path(__file__).resolve().parent.parent
+    page = (root / "docs" / "guides" / "migrating.md").read_text()
+    blocks = re.findall(r"```py(?:thon)?\n(.*?)```", page, flags=re.S)
     assert len(blocks) == 4
     for block in blocks:
         if "import torch" not in block and "jax.test_util" not in block:
-            exec(compile(block, "README migration", "exec"), {})
+            exec(compile(block, "migration guide", "exec"), {})

@@ -16,7 +16,7 @@ from jaxcheck import GradCheckError
 
 pytestmark = pytest.mark.core
 
-README = open(__file__.replace("tests/test_taylor.py", "README.md")).read()
+GUIDE = open(__file__.replace("tests/test_taylor.py", "docs/guides/taylor.md")).read()
 
 
 def mlp_loss(params, x):
@@ -308,14 +308,14 @@ def test_bad_fun_and_params_are_named():
         jaxcheck.taylor_test(lambda t: jnp.sum(t), jnp.arange(3))
 
 
-def test_readme_taylor_section_runs():
+def test_taylor_guide_example_runs():
     (block,) = [
         b
-        for b in re.findall(r"```python\n(.*?)```", README, flags=re.S)
+        for b in re.findall(r"```python\n(.*?)```", GUIDE, flags=re.S)
         if "taylor_test" in b
     ]
     namespace: dict = {}
-    exec(compile(block, "README Taylor test", "exec"), namespace)
+    exec(compile(block, "Taylor test guide", "exec"), namespace)
     assert namespace["report"].ok
     assert leaf_failures(namespace["bad"]) == ["['b']"]
 

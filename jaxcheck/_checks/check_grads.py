@@ -111,12 +111,14 @@ def check_grads(
         order: derivatives up to this order are checked (1, 2, ...).
         modes: "fwd" (JVPs), "rev" (VJPs) and/or "lin" (the JVP of
             `jax.linearize`), as in JAX.
-        atol, rtol: as in JAX: None, a number, or a dict from dtype to number,
+        atol: as in JAX: None, a number, or a dict from dtype to number,
             merged over JAX's per-dtype defaults (float32 2e-3, float64 1e-5, ...)
-            and looked up by the dtype of the values compared. Each is the
+            and looked up by the dtype of the values compared. It is the
             narrowest band an entry gets, never scaled by the size of an array;
             the entry's own error bound widens it where needed. As in JAX, NaN
             on both sides agrees and a check with nothing to compare passes.
+        rtol: the relative tolerance, in the same forms as `atol` and applied
+            the same way.
         eps: the finite-difference step; None picks one per entry from its dtype
             and magnitude (JAX uses 1e-4 for every dtype).
 

@@ -92,9 +92,10 @@ def check_hessian(
         tangents: with `hvp=True`, the vector v, a pytree like `params`.
         autodiff: which of "rev" (jax.jacrev) and "fwd" (jax.jacfwd) of the
             gradient to compare; None (default) both where defined.
-        argnums, has_aux: as in `check_grad` and `jax.hessian`: which positional
-            arguments are differentiated (the steps apply to them), and whether
-            `fun` returns `(value, aux)`.
+        argnums: as in `check_grad` and `jax.hessian`: which positional
+            arguments are differentiated (the steps apply to them).
+        has_aux: as in `check_grad` and `jax.hessian`: whether `fun` returns
+            `(value, aux)`.
         **options: the `CheckOptions`, but `resume`, and mode="full" only (for
             one Hessian-vector product pass `hvp=True`); `seed` draws the
             random tangent.
