@@ -15,9 +15,8 @@ import difflib
 import os
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any, TypeAlias, TypedDict
 
-import jax
 import numpy as np
 
 from .._runtime.progress import tracking
@@ -27,6 +26,11 @@ from . import validate as _validate
 
 DEFAULT_SAMPLES = 16  # entries per leaf with mode="sample"
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of live intermediates per chunk
+
+# A `jax.Device`. JAX binds that name at run time to a class of jaxlib's compiled
+# extension, which ships no stub, so to a type checker it is an unknown type; the
+# options name it through this alias, which a type checker reads as `Any`.
+Device: TypeAlias = Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +76,7 @@ class Options:
     samples: int = DEFAULT_SAMPLES
     seed: int = 0
     progress: bool | Callable[[int, int], Any] | None = None
-    devices: tuple[jax.Device, ...] | None = None
+    devices: tuple[Device, ...] | None = None
     # Whether the steps are jaxcheck's to choose (no `eps` given): then an entry
     # whose error is mostly truncation is retried at smaller steps.
     adapt_steps: bool = True
@@ -192,8 +196,8 @@ class CheckOptions(StepOptions, total=False):
     samples: int | None
     seed: int
     progress: bool | Callable[[int, int], Any] | None
-    devices: Sequence[jax.Device] | None
-    resume: str | os.PathLike | None
+    devices: Sequence[Device] | None
+    resume: str | os.PathLike[str] | None
 
 
 OPTION_NAMES = tuple(CheckOptions.__annotations__)

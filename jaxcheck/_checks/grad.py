@@ -113,7 +113,9 @@ def _deprecated_order_2(fun, params, args, argnums, has_aux, options) -> Any:
     )
 
 
-def assert_grad(fun: Callable[..., Any], params: Any, *args: Any, **options: Any):
+def assert_grad(
+    fun: Callable[..., Any], params: Any, *args: Any, **options: Any
+) -> GradCheckReport:
     """Like `check_grad`, but raises `GradCheckError` when the gradient is wrong.
 
     Takes the same arguments as `check_grad` and returns its report when the check

@@ -267,7 +267,9 @@ def check_jacobian(
     ))  # fmt: skip
 
 
-def assert_jacobian(fun: Callable[..., Any], *primals: Any, **options: Any):
+def assert_jacobian(
+    fun: Callable[..., Any], *primals: Any, **options: Any
+) -> JacobianReport:
     """Like `check_jacobian`, but raises `GradCheckError` when an entry differs.
 
     Takes the same arguments as `check_jacobian` and returns its report when

@@ -228,7 +228,9 @@ def check_jvp(
     return tracked(options, lambda: jvp_report(fun, primals, jvp_fn, tangents, options))
 
 
-def assert_jvp(fun: Callable[..., Any], primals: tuple[Any, ...], *rest, **options):
+def assert_jvp(
+    fun: Callable[..., Any], primals: tuple[Any, ...], *rest: Any, **options: Any
+) -> JacobianReport:
     """Like `check_jvp`, but raises `GradCheckError` when an output entry differs.
 
     Takes the same arguments as `check_jvp` and returns its report when the

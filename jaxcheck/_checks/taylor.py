@@ -205,7 +205,9 @@ def _empty(name: str, steps: np.ndarray) -> TaylorDirection:
     )
 
 
-def assert_taylor(fun: Callable[..., Any], params: Any, *args: Any, **options: Any):
+def assert_taylor(
+    fun: Callable[..., Any], params: Any, *args: Any, **options: Any
+) -> TaylorReport:
     """Like `taylor_test`, but raises `GradCheckError` when a direction fails.
 
     Takes the same arguments as `taylor_test` and returns its report when every

@@ -239,7 +239,9 @@ def check_vjp(
     return vjp_report(fun, primals, vjp_fn, cotangents, options)
 
 
-def assert_vjp(fun: Callable[..., Any], primals: tuple[Any, ...], *rest, **options):
+def assert_vjp(
+    fun: Callable[..., Any], primals: tuple[Any, ...], *rest: Any, **options: Any
+) -> GradCheckReport:
     """Like `check_vjp`, but raises `GradCheckError` when an entry differs.
 
     Takes the same arguments as `check_vjp` and returns its report when the

@@ -113,7 +113,7 @@ def _max_bytes(max_bytes: Any) -> int | None:
 
 
 def enable_compilation_cache(
-    directory: str | os.PathLike | None = None,
+    directory: str | os.PathLike[str] | None = None,
     *,
     max_bytes: int | None = None,
 ) -> CompilationCache:

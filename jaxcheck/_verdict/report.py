@@ -72,10 +72,12 @@ class GradCheckReport:
         self.steps = steps
         self._leaves = leaves
         self._entries = entries
-        self.skipped = tuple((format_path(p), why) for p, why in skipped)
+        self.skipped: tuple[tuple[str, str], ...] = tuple(
+            (format_path(p), why) for p, why in skipped
+        )
         checked = checked or ["all entries"] * len(leaves)
         probes = probes or [None] * len(leaves)
-        self.leaves = tuple(
+        self.leaves: tuple[LeafSummary, ...] = tuple(
             summarize(leaf, comparison, rows, how, p, self._flat(leaf, rows))
             for leaf, how, p in zip(leaves, checked, probes, strict=True)
             for rows in [self._rows(leaf)]
@@ -88,22 +90,24 @@ class GradCheckReport:
             if any(p is not None for p in probes)
             else comparison.tolerance[compared]
         )
-        self.rel_diff = relative_difference(
+        self.rel_diff: float = relative_difference(
             np.concatenate(analytic), np.concatenate(numeric), band
         )
-        self.num_params = sum(leaf.size for leaf in leaves)
-        self.num_entries = int(comparison.status.size)
-        self.num_probed = sum(1 for p in probes if p is not None and p.analytic.size)
-        self.num_failed = int(np.count_nonzero(comparison.status >= FAILING))
-        self.num_kinks = int(np.count_nonzero(comparison.status == KINK))
+        self.num_params: int = sum(leaf.size for leaf in leaves)
+        self.num_entries: int = int(comparison.status.size)
+        self.num_probed: int = sum(
+            1 for p in probes if p is not None and p.analytic.size
+        )
+        self.num_failed: int = int(np.count_nonzero(comparison.status >= FAILING))
+        self.num_kinks: int = int(np.count_nonzero(comparison.status == KINK))
         # The largest spread of J(θ) between identical evaluations, and the
         # spread above which `fun` counts as nondeterministic.
         # How the numerical side was computed, when that is worth saying.
         self.note = note
-        self.spread = float(spread)
-        self.nondet_tol = float(nondet_tol)
-        self.nondeterministic = not self.spread <= self.nondet_tol
-        self.ok = (
+        self.spread: float = float(spread)
+        self.nondet_tol: float = float(nondet_tol)
+        self.nondeterministic: bool = not self.spread <= self.nondet_tol
+        self.ok: bool = (
             self.num_entries + self.num_probed > 0
             and self.num_failed == 0
             and not self.nondeterministic

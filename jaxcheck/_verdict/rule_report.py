@@ -39,7 +39,7 @@ class RuleReport:
         self.fun_name = fun_name
         self.kind = kind
         self.steps = steps
-        self.ok = bool(steps) and all(s.ok for s in steps)
+        self.ok: bool = bool(steps) and all(s.ok for s in steps)
 
     def __bool__(self) -> bool:
         return self.ok
