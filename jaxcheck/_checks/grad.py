@@ -33,7 +33,8 @@ def check_grad(
     by the size of an array, so a large leaf cannot hide a wrong small one. An
     entry that does not pass at once is re-evaluated at 2h (Richardson), at a
     smaller step where `fun` is not finite, and accepted as a kink where its
-    analytic value lies between the one-sided slopes (see the README).
+    analytic value lies between the one-sided slopes (see the guide "Kinks and the
+    other verdicts", docs/guides/verdicts.md).
     Non-floating leaves (integer and bool arrays, PRNG keys, Python ints, strings,
     callables, None) pass through unperturbed and are listed in the report as not
     perturbed. A Python float leaf is differentiable, as in

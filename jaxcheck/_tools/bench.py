@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--memory-params", "N", num, 1e6, "N of the --memory model (default 1e6)"),
         ("--memory-seconds", "S", num, 60.0, "stop --memory after S s (default 60)"),
         ("--memory-batch", "B", count, BATCH, f"--memory's batch (default {BATCH})"),
-        ("--cache-dir", "DIR", str, "", "persistent compilation cache (see README)"),
+        ("--cache-dir", "DIR", str, "", "compile cache: docs/guides/compile-time.md"),
     ]
     for flag, metavar, kind, default, text in options:
         nargs = "+" if default is None else None

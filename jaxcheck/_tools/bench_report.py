@@ -1,5 +1,5 @@
 """What the default run of `jaxcheck bench` prints: the machine it ran on and
-the table of medians, laid out as the README's benchmark table."""
+the table of medians, laid out as the table of docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import statistics
 
 import jax
 
-# The README's benchmark table has these columns, so a rerun compares cell by cell.
+# The benchmark table of docs/benchmarks.md has these columns, so a rerun compares
+# cell by cell.
 _HEAD = (
     "N|jaxcheck first s|jaxcheck repeated s|loop first s|"
     "loop / jaxcheck, first · repeated|torch gradcheck s|torch / jaxcheck first|"
@@ -20,7 +21,7 @@ _HEAD = (
 
 
 def table(results: list[dict], with_torch: bool, modes: list[str]) -> str:
-    """The markdown table of medians, one row per model size: the README's."""
+    """The markdown table of medians, one row per model size: docs/benchmarks.md's."""
     med, fmt = statistics.median, "{:.3g}".format
     head = _HEAD.split("|")
     rows = [head, ["---"] * len(head)]

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Times check_grad (compile and run apart) against a jitted "
         "per-parameter loop, jax.test_util.check_grads and, where torch is "
         "installed, torch.autograd.gradcheck, on tanh MLPs of N parameters; "
-        "medians and ratios, as in the README's table.",
+        "medians and ratios, as in the table of docs/benchmarks.md.",
     )
     subparsers = {"check": check, "demo": demo, "bench": bench}
     from . import bench as _bench

@@ -62,7 +62,8 @@ class EntryReport:
     status: str  # "ok", "kink", "mismatch", "analytic nan/inf" or "inconclusive"
     # Its index in θ, the perturbed entries in pytree order, each leaf flattened
     # in C order: `jax.flatten_util.ravel_pytree(params)[0][flat_index]` when
-    # every leaf of `params` is floating (see the README's "How it works").
+    # every leaf of `params` is floating (see "How a verdict is reached",
+    # docs/guides/verdict.md).
     flat_index: int = -1
 
     @property
