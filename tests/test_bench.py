@@ -1,4 +1,5 @@
-"""Smoke tests of `jaxcheck bench` on tiny models: seconds, not minutes."""
+"""Smoke tests of the benchmark, `tools/bench.py`, on tiny models: seconds, not
+minutes. pyproject.toml puts tools/ on the tests' path."""
 
 import json
 import pathlib
@@ -8,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcheck._tools import bench_model as _bench
-from jaxcheck._tools import bench_plot as _bench_plot
-from jaxcheck._tools import bench_torch as _bench_torch
-from jaxcheck._tools import cli as _cli
+import bench
+import bench_model as _bench
+import bench_plot as _bench_plot
+import bench_torch as _bench_torch
 
-TINY = ["bench", "--widths", "3", "--repeats", "1", "--modes", "full", "fast"]
+TINY = ["--widths", "3", "--repeats", "1", "--modes", "full", "fast"]
 
 
 def _page_columns() -> list[str]:
@@ -43,7 +44,7 @@ def test_width_is_the_one_closest_to_the_target():
 
 def test_bench_prints_the_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    assert _cli.main([*TINY, "--json", str(path)]) == 0
+    assert bench.main([*TINY, "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "JAX " in out and "cores" in out and "torch" in out
     assert "one random direction" in out
@@ -83,7 +84,7 @@ def test_bench_prints_the_table_and_writes_json(tmp_path, capsys):
 
 
 def test_bench_skips_the_loop_above_its_limit(capsys):
-    assert _cli.main([*TINY, "--max-loop-params", "50"]) == 0
+    assert bench.main([*TINY, "--max-loop-params", "50"]) == 0
     (row,) = _table(capsys.readouterr().out)
     assert row["loop first s"] == "not run"
     assert row["loop / jaxcheck, first · repeated"] == "—"
@@ -92,8 +93,8 @@ def test_bench_skips_the_loop_above_its_limit(capsys):
 
 def test_memory_mode_stops_the_check_at_the_limit(tmp_path, capsys):
     path = tmp_path / "memory.json"
-    argv = ["bench", "--memory", "--memory-params", "100", "--memory-seconds", "0.2"]
-    assert _cli.main([*argv, "--json", str(path)]) == 0
+    argv = ["--memory", "--memory-params", "100", "--memory-seconds", "0.2"]
+    assert bench.main([*argv, "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "STOPPED after the 0.2 s limit" in out and "memory stays bounded" in out
     assert "peak RSS while checking" in out and "memory_budget 1,073,741,824" in out
@@ -105,8 +106,8 @@ def test_memory_mode_stops_the_check_at_the_limit(tmp_path, capsys):
 
 def test_memory_mode_reports_a_finished_check(tmp_path, capsys):
     path = tmp_path / "memory.json"
-    argv = ["bench", "--memory", "--memory-params", "300", "--memory-batch", "2"]
-    assert _cli.main([*argv, "--memory-seconds", "300", "--json", str(path)]) == 0
+    argv = ["--memory", "--memory-params", "300", "--memory-batch", "2"]
+    assert bench.main([*argv, "--memory-seconds", "300", "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "batch 2" in out and "The check finished in" in out and "ok=True" in out
     memory = json.loads(path.read_text())["memory"]
@@ -131,7 +132,7 @@ def test_memory_mode_reports_a_finished_check(tmp_path, capsys):
 )
 def test_bench_rejects_a_bad_option(option, value, capsys):
     with pytest.raises(SystemExit) as exited:
-        _cli.main(["bench", option, value])
+        bench.main([option, value])
     assert exited.value.code == 2
     assert f"argument {option}: must be" in capsys.readouterr().err
 
@@ -159,9 +160,9 @@ def test_plot_of_times_against_n(tmp_path):
 
 def test_gpu_mode_runs_every_measurement_on_the_default_device(tmp_path, capsys):
     path = tmp_path / "gpu.json"
-    argv = ["bench", "--gpu", "--gpu-full", "100", "--gpu-fast", "300"]
+    argv = ["--gpu", "--gpu-full", "100", "--gpu-fast", "300"]
     argv += ["--gpu-torch", "100", "--gpu-float32", "100", "--json", str(path)]
-    assert _cli.main(argv) == 0
+    assert bench.main(argv) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| jaxcheck")]
     assert [row.split("|")[1].strip() for row in rows] == [
@@ -176,15 +177,15 @@ def test_gpu_mode_runs_every_measurement_on_the_default_device(tmp_path, capsys)
 
 
 def test_gpu_mode_skips_what_exceeds_its_time_budget(capsys):
-    argv = ["bench", "--gpu", "--gpu-full", "100", "--gpu-fast", "300"]
+    argv = ["--gpu", "--gpu-full", "100", "--gpu-fast", "300"]
     argv += ["--gpu-float32", "100", "--gpu-budget", "1e-9"]
-    assert _cli.main(argv) == 0
+    assert bench.main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("skipped: time budget") == 2  # full and fast; float32 apart
 
 
 def test_suite_functions_have_distinct_jaxprs():
-    from jaxcheck._tools.bench_suite import MAX_SUITE_SIZE, suite_functions
+    from bench_suite import MAX_SUITE_SIZE, suite_functions
 
     params = {"a": jnp.linspace(0.1, 0.9, 5), "b": jnp.linspace(-1.0, 1.0, 5)}
     funs = suite_functions(MAX_SUITE_SIZE)
@@ -195,7 +196,7 @@ def test_suite_functions_have_distinct_jaxprs():
 
 
 def test_suite_child_times_each_call_of_a_tool():
-    from jaxcheck._tools.bench_suite import _child, _row
+    from bench_suite import _child, _row
 
     run = _child("check_grad", 2)
     assert run["ok"] and len(run["times"]) == 2 and min(run["times"]) > 0

@@ -4,7 +4,7 @@ matrix would take 640 GB in float64, runs in chunks within its memory budget.
 Every chunk of a block is the same compiled program on a batch of the same size,
 so the memory of the first few hundred chunks is the memory of the whole check;
 the script stops there to keep the suite fast (a full element-wise check of 2e5
-entries costs 4e5 evaluations of an O(N) function). `jaxcheck bench --memory`
+entries costs 4e5 evaluations of an O(N) function). `tools/bench.py --memory`
 measures whole runs.
 """
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The accelerator benchmark in one run of under 10 minutes (see jaxcheck/_tools/bench_gpu.py):
+# The accelerator benchmark in one run of under 10 minutes (see tools/bench_gpu.py):
 # installs this checkout with a CUDA build of JAX and torch where they are missing,
-# then runs `jaxcheck bench --gpu`. Writes gpu-bench.md and gpu-bench.json to $OUT
+# then runs `tools/bench.py --gpu`. Writes gpu-bench.md and gpu-bench.json to $OUT
 # (default: the current directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,4 +13,4 @@ fi
 python -c "import torch" 2>/dev/null || python -m pip install -q torch
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 python -c "import jax; print('jax', jax.__version__, jax.devices())"
-jaxcheck bench --gpu --json "$out/gpu-bench.json" "$@" | tee "$out/gpu-bench.md"
+python tools/bench.py --gpu --json "$out/gpu-bench.json" "$@" | tee "$out/gpu-bench.md"

@@ -1,1 +1,1 @@
-"""The command line, benchmarks, demo and the pytest plugin."""
+"""The command line, the demo and the pytest plugin."""

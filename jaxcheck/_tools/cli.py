@@ -1,4 +1,7 @@
-"""The `jaxcheck` command: `jaxcheck check`, `jaxcheck demo` and `jaxcheck bench`."""
+"""The `jaxcheck` command: `jaxcheck check` and `jaxcheck demo`.
+
+The benchmark is a developer tool, `tools/bench.py` in the repository.
+"""
 
 from __future__ import annotations
 
@@ -26,30 +29,18 @@ def main(argv: list[str] | None = None) -> int:
         help="check the seed examples and a planted bug",
         description="Checks the seed examples and a planted bug, and says why.",
     )
-    bench = commands.add_parser(
-        "bench",
-        help="time check_grad against a per-parameter loop and other checkers",
-        description="Times check_grad (compile and run apart) against a jitted "
-        "per-parameter loop, jax.test_util.check_grads and, where torch is "
-        "installed, torch.autograd.gradcheck, on tanh MLPs of N parameters; "
-        "medians and ratios, as in the table of docs/benchmarks.md.",
-    )
-    subparsers = {"check": check, "demo": demo, "bench": bench}
-    from . import bench as _bench
+    subparsers = {"check": check, "demo": demo}
     from . import cli_check as _cli_check
     from . import demo as _demo
 
     _cli_check.add_arguments(check)
     _demo.add_arguments(demo)
-    _bench.add_arguments(bench)
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # say it with the usage of the command it was given to
         subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "check":
         return _cli_check.run(args)
-    if args.command == "demo":
-        return _demo.run(args)
-    return _bench.run(args)
+    return _demo.run(args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What the default run of `jaxcheck bench` prints: the machine it ran on and
+"""What the default run of `tools/bench.py` prints: the machine it ran on and
 the table of medians, laid out as the table of docs/benchmarks.md."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""How `jaxcheck bench` times each method at one model width.
+"""How the benchmark (`bench.py`) times each method at one model width.
 
 Every JAX method is timed twice per repeat: a first call right after
 `jax.clear_caches()` (compilation included) and a repeated call (run only); torch
@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .bench_model import build_model, mlp_loss, n_params
-from .bench_torch import torch_gradcheck
+from bench_model import build_model, mlp_loss, n_params
+from bench_torch import torch_gradcheck
 
 LOOP_STEP = 2.0**-17  # the loop's finite-difference step, exact in binary
 
@@ -93,7 +93,7 @@ def _once(check: Callable[[], bool]) -> dict:
 
 def measure_width(h: int, args: argparse.Namespace, torch: Any) -> dict:
     """Every repeat of every method at width `h`; a skipped method gets its reason."""
-    from .._checks.grad import check_grad
+    from jaxcheck import check_grad
 
     model = build_model(h)
     params, x, y = jax.tree.map(jnp.asarray, model)

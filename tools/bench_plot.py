@@ -1,4 +1,4 @@
-"""`jaxcheck bench --plot`: time against N on log-log axes (needs matplotlib)."""
+"""`tools/bench.py --plot`: time against N on log-log axes (needs matplotlib)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""`jaxcheck bench --gpu`: the accelerator run, in one process, in under 10 minutes.
+"""`tools/bench.py --gpu`: the accelerator run, in one process, in under 10 minutes.
 
-On the benchmark's MLP (`_tools.bench_model`), on JAX's default device:
+On the benchmark's MLP (`bench_model`), on JAX's default device:
 
 - full checks at `--gpu-full` sizes (default N = 1e5 and 1e6), the first call
   (tracing and compiling, `report.compile_seconds`, apart) and a repeated call;
@@ -26,8 +26,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .bench_model import build_model, mlp_loss, n_params, width_for
-from .bench_torch import import_torch, torch_gradcheck
+from bench_model import build_model, mlp_loss, n_params, width_for
+from bench_torch import import_torch, torch_gradcheck
 
 
 def _model(target: float, dtype: Any = jnp.float64) -> tuple[int, tuple]:
@@ -37,7 +37,7 @@ def _model(target: float, dtype: Any = jnp.float64) -> tuple[int, tuple]:
 
 
 def _check_twice(target: float, **options: Any) -> dict[str, Any]:
-    from .._checks.grad import check_grad
+    from jaxcheck import check_grad
 
     n, (params, x, y) = _model(target)
     first = check_grad(mlp_loss, params, x, y, **options)
@@ -67,7 +67,7 @@ def _torch(target: float, torch: Any) -> dict[str, Any]:
 
 
 def _float32(target: float) -> dict[str, Any]:
-    from .._checks.grad import check_grad
+    from jaxcheck import check_grad
 
     n, (params, x, y) = _model(target, jnp.float32)
     out: dict[str, Any] = {"N": n}

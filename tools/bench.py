@@ -1,17 +1,23 @@
-"""`jaxcheck bench`: `check_grad` against the checks a user would otherwise run.
+"""The benchmark: `check_grad` against the checks a user would otherwise run.
+
+    python tools/bench.py --params 1e3 1e4 --repeats 3   # see docs/benchmarks.md
+
+A developer tool, not part of the package: it imports the jaxcheck on the path
+(install the checkout, or put its root on PYTHONPATH) and, for the torch columns,
+torch if it is installed.
 
 Every method checks the same float64 tanh MLP (layer sizes [16, h, h, h, 4], batch
 32): `check_grad` in its full, fast and sample modes, a per-parameter jitted loop,
 `jax.test_util.check_grads` and, when torch is installed, `torch.autograd.gradcheck`
-(slow and `fast_mode`, see `_tools.bench_torch`). Each JAX method is timed twice per
+(slow and `fast_mode`, see `bench_torch`). Each JAX method is timed twice per
 repeat: a first call right after `jax.clear_caches()` (compilation included), which
 a test suite pays, and a repeated call (run only), which an interactive session
 mostly pays. `--memory` instead runs one large check in a child process and samples
-its resident memory (see `_tools.bench_memory`); `--suite` times many small checks (see
-`_tools.bench_suite`); `--plot` draws time against N.
+its resident memory (see `bench_memory`); `--suite` times many small checks (see
+`bench_suite`); `--plot` draws time against N.
 
-This module holds the command's options and its run; `_tools.bench_measure`
-times the methods and `_tools.bench_report` prints the machine and the table.
+This module holds the command's options and its run; `bench_measure`
+times the methods and `bench_report` prints the machine and the table.
 """
 
 from __future__ import annotations
@@ -20,17 +26,18 @@ import argparse
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from .bench_measure import measure_width
-from .bench_model import BATCH, build_model, width_for
-from .bench_report import machine, table
-from .bench_suite import MAX_SUITE_SIZE
-from .bench_torch import import_torch, torch_gradcheck
+from bench_measure import measure_width
+from bench_model import BATCH, build_model, width_for
+from bench_report import machine, table
+from bench_suite import MAX_SUITE_SIZE
+from bench_torch import import_torch, torch_gradcheck
 
 
 def _positive(integer: bool) -> Callable[[str], float]:
@@ -61,7 +68,7 @@ def _at_most(parse: Callable[[str], float], limit: int) -> Callable[[str], float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the options of `jaxcheck bench` to its subparser."""
+    """Adds the benchmark's options to `parser`."""
     num, count = _positive(False), _positive(True)
     options = [  # (flag, metavar, type, default, help); no default: one or more
         ("--params", "N", num, None, "target parameter counts (default 1e3 1e4 1e5)"),
@@ -100,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the accelerator run instead: full and fast checks at large N, torch "
         "on the same device, float32 under the default and highest matmul "
-        "precision (see _bench_gpu)",
+        "precision (see bench_gpu.py)",
     )
     for flag, default, what in [
         ("--gpu-full", [1e5, 1e6], "full checks"),
@@ -137,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     jax.config.update("jax_enable_x64", True)
     m = machine()
     print(
-        f"# jaxcheck bench\n\nmachine: {m['cpu']}, {m['cores']} cores, {m['system']}"
+        f"# tools/bench.py\n\nmachine: {m['cpu']}, {m['cores']} cores, {m['system']}"
         f"\nJAX {m['jax']}, backend {m['backend']}, device {m['device']}, Python "
         f"{m['python']}, float64; load average at start "
         + ", ".join(f"{x:.2f}" for x in m["load_average"])
@@ -145,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     )
     record: dict[str, Any] = {"machine": m, "args": vars(args)}
     if args.cache_dir:
-        from .._runtime.compilation_cache import enable_compilation_cache
+        from jaxcheck import enable_compilation_cache
 
         enable_compilation_cache(args.cache_dir)
         print(
@@ -154,11 +161,11 @@ def run(args: argparse.Namespace) -> int:
         )
     failed = []
     if args.memory:
-        from .bench_memory import measure_memory
+        from bench_memory import measure_memory
 
         record["memory"] = measure_memory(args)
     elif args.gpu:
-        from .bench_gpu import gpu_table, measure_gpu
+        from bench_gpu import gpu_table, measure_gpu
 
         record["gpu"] = measured = measure_gpu(args)
         print(gpu_table(measured))
@@ -171,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         if failed:
             print("\nWRONG VERDICT on a correct gradient: " + ", ".join(failed))
     elif args.suite:
-        from .bench_suite import measure_suite, suite_table
+        from bench_suite import measure_suite, suite_table
 
         record["suite"] = rows = measure_suite(args.suite_size)
         print(suite_table(rows, args.suite_size))
@@ -225,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         if failed:
             print("\nWRONG VERDICT on a correct gradient: " + ", ".join(failed))
         if args.plot:
-            from .bench_plot import plot_times
+            from bench_plot import plot_times
 
             plot_times(results, args.plot)
             print(f"plot written to {args.plot}")
@@ -233,3 +240,21 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1, default=str)
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python tools/bench.py [options]`: the exit code of `run`, or 2 for a usage
+    error (argparse exits)."""
+    parser = argparse.ArgumentParser(
+        prog="tools/bench.py",
+        description="Times check_grad (compile and run apart) against a jitted "
+        "per-parameter loop, jax.test_util.check_grads and, where torch is "
+        "installed, torch.autograd.gradcheck, on tanh MLPs of N parameters; "
+        "medians and ratios, as in the table of docs/benchmarks.md.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,6 +4,7 @@ NumPy so that every library checks bit-identical weights."""
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,19 @@ import numpy as np
 MEMORY_BUDGET = 1 << 30
 _IN, _OUT = 16, 4
 BATCH = 32  # rows of data
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child process of the benchmark: this directory and the
+    jaxcheck this process imported come first on its PYTHONPATH."""
+    import jaxcheck
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(jaxcheck.__file__)))
+    env = dict(os.environ)
+    paths = [here, package, env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    return env
 
 
 def n_params(h: int) -> int:

@@ -1,4 +1,4 @@
-"""`jaxcheck bench --suite`: many small checks, as a unit-test suite makes them.
+"""`tools/bench.py --suite`: many small checks, as a unit-test suite makes them.
 
 A suite checks many small functions, each once. Their arithmetic is nothing; what
 counts is what each new function costs to trace, compile (or dispatch op by op)
@@ -24,6 +24,8 @@ import sys
 import tempfile
 from typing import Any
 
+from bench_model import child_env
+
 MAX_SUITE_SIZE = 90  # the pairs of distinct unary functions below
 TOOLS = ("check_grads (JAX)", "check_grad", "check_grads (jaxcheck)")
 
@@ -35,7 +37,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 import jaxcheck
 from jax.test_util import check_grads
-from jaxcheck._tools.bench_suite import suite_functions
+from bench_suite import suite_functions
 tool, count = sys.argv[1], int(sys.argv[2])
 if len(sys.argv) > 3:
     jaxcheck.enable_compilation_cache(sys.argv[3])
@@ -85,7 +87,11 @@ def suite_functions(count: int) -> list:
 def _child(tool: str, count: int, cache: str | None = None) -> dict:
     argv = [sys.executable, "-c", _CHILD, tool, str(count)]
     done = subprocess.run(
-        argv + ([cache] if cache else []), capture_output=True, text=True, timeout=900
+        argv + ([cache] if cache else []),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=child_env(),
     )
     if done.returncode:
         raise RuntimeError(f"the {tool} suite failed:\n{done.stderr[-3000:]}")

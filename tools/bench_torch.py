@@ -1,7 +1,7 @@
 """`torch.autograd.gradcheck` on the benchmark's MLP, when torch is installed.
 
 The model is built from the same float64 NumPy arrays as the JAX one (see
-`_tools.bench_model.build_model`), so both libraries check bit-identical weights
+`bench_model.build_model`), so both libraries check bit-identical weights
 and data.
 """
 

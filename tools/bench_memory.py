@@ -1,4 +1,4 @@
-"""`jaxcheck bench --memory`: the peak resident memory of one large check.
+"""`tools/bench.py --memory`: the peak resident memory of one large check.
 
 The check runs in a child process whose resident set is sampled every 0.1 s (and
 read from `getrusage` at its end), next to a baseline child that only imports JAX,
@@ -8,13 +8,12 @@ builds the model and evaluates the loss once.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import time
 
-from .bench_model import MEMORY_BUDGET, n_params, width_for
+from bench_model import MEMORY_BUDGET, child_env, n_params, width_for
 
 _MiB = 1 << 20
 
@@ -23,7 +22,7 @@ import resource, sys
 import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
-from jaxcheck._tools.bench_model import build_model, mlp_loss
+from bench_model import build_model, mlp_loss
 h, batch = int(sys.argv[1]), int(sys.argv[4])
 params, x, y = jax.tree.map(jnp.asarray, build_model(h, batch=batch))
 if sys.argv[2] == "check":
@@ -63,9 +62,7 @@ def _rss_kib(pid: int) -> int:
 
 def _sample_child(argv: list[str], seconds: float) -> dict:
     """Runs `_CHILD` with `argv`, samples its RSS every 0.1 s, kills it at the limit."""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    env = child_env()
     # Files, not pipes: a full pipe would stall the child and skew what we measure.
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         cmd = [sys.executable, "-c", _CHILD, *argv]
