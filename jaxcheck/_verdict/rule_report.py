@@ -123,6 +123,7 @@ class RuleReport:
         }
 
     def to_json(self, worst: int = 20, indent: int | None = 2) -> str:
+        """`to_dict(worst)` as JSON text."""
         return json.dumps(self.to_dict(worst), indent=indent)
 
     def plot(self, path: str | os.PathLike[str], *, max_leaves: int = 12) -> None:
