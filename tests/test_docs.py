@@ -112,3 +112,18 @@ def test_step_table_matches_the_code():
             for m in ("central", "forward")
         ]
         assert exponents == expected, dtype
+
+
+def test_every_public_function_has_an_example():
+    import inspect
+
+    import jaxcheck
+
+    functions = [
+        name
+        for name in dir(jaxcheck)
+        if not name.startswith("_") and inspect.isfunction(getattr(jaxcheck, name))
+    ]
+    assert len(functions) > 15
+    missing = [n for n in functions if ">>>" not in getattr(jaxcheck, n).__doc__]
+    assert not missing, f"public functions without an example: {missing}"
