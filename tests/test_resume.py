@@ -20,6 +20,9 @@ import jaxcheck
 _CHILD = textwrap.dedent(
     """
     import json, os, signal, sys
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal, even where the test
+    # runner's worker that started this process ignores SIGINT (inherited).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import jax
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
