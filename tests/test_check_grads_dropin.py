@@ -339,7 +339,7 @@ def test_no_false_alarm_where_jax_s_projection_passes():
 
     rng = np.random.RandomState(zlib.adler32(b"test_custom_linear_solve_cholesky"))
     a, b = rng.randn(2, 2), rng.randn(2)
-    with jax.enable_x64(False):
+    with enable_x64(False):
         jaxcheck.check_grads(lambda x, y: solve(dot(x, x.T), y), (a, b), 2, rtol=0.3)
 
 

@@ -26,6 +26,7 @@ from .._base.options import (
 )
 from .._base.validate import JACOBIAN_METHODS
 from .._engine.analytic import fun_name
+from .._engine.evaluate import moved_along
 from .._engine.numerical_jacobian import (
     VectorFun,
     flat_on_host,
@@ -46,12 +47,8 @@ from .directions import check_arguments, float_leaves, tangents_for
 
 @jax.jit  # one program per shapes: eagerly, one dispatch instead of many
 def _moved(xs: list[Any], s: jax.Array, ts: list[jax.Array]) -> list[jax.Array]:
-    """x + s·t for each leaf, in x's dtype, cast explicitly (a real s and a
-    complex x or t must not rely on implicit promotion)."""
-    xs = [jnp.asarray(x) for x in xs]
-    return [
-        x + s.astype(x.dtype) * t.astype(x.dtype) for x, t in zip(xs, ts, strict=True)
-    ]
+    """x + s·t for each leaf (`moved_along`)."""
+    return [moved_along(x, s, t) for x, t in zip(xs, ts, strict=True)]
 
 
 @dataclasses.dataclass(frozen=True)

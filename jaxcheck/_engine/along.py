@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .._runtime.sharding import host_value
 from .._tree.pytree import LeafInfo, Problem
 from .chunks import run_chunks
+from .evaluate import moved_along
 from .steps import host_dtype
 
 
@@ -34,14 +33,6 @@ def random_directions(
     return out
 
 
-def _moved(theta: Any, scale: Any, direction: Any) -> Any:
-    """θ + scale·v in θ's dtype, keeping θ's weak type. With the default steps
-    scale is a power of two or 0, so scale·v is exact and the sum is rounded once,
-    as on the host; otherwise the two differ within the round-off level of g·v."""
-    value = theta + scale.astype(direction.dtype) * direction
-    return jnp.zeros_like(theta).at[...].set(value)
-
-
 def _points_along(
     problem: Problem,
     positions: tuple[int, ...],
@@ -57,7 +48,7 @@ def _points_along(
     def one(h):
         new = list(dynamic)
         for i, (p, d) in enumerate(zip(positions, directions, strict=True)):
-            new[p] = _moved(dynamic[p], h * weights[i], d)
+            new[p] = moved_along(dynamic[p], h * weights[i], d)
         return problem.evaluate(new)
 
     return jax.lax.map(one, steps) if not batched else jax.vmap(one)(steps)

@@ -120,6 +120,17 @@ def _with_entry(
 _with_entry_jit = jax.jit(_with_entry, static_argnums=0)
 
 
+def moved_along(theta: Any, step: Any, direction: Any) -> jax.Array:
+    """θ + step·v, in θ's dtype and weak type: the move along a direction (the
+    Taylor test's points, a JVP's primals), where `_with_entry` moves one entry.
+
+    With the default steps, `step` is a power of two (or 0), so step·v is exact
+    and the sum is rounded once, as on the host."""
+    theta = jnp.asarray(theta)
+    value = theta + step.astype(theta.dtype) * direction.astype(theta.dtype)
+    return jnp.zeros_like(theta).at[...].set(value)
+
+
 def _perturbed(
     problem: Problem,
     block: Block,
