@@ -10,7 +10,7 @@ from .._base.errors import raise_if_failed
 from .._base.options import CheckOptions, make_options
 from .._verdict.report import GradCheckReport
 from .argnums import check_order, select
-from .hessian import check_hessian
+from .hessian import hessian_check
 from .loss import gradient_report
 
 
@@ -109,9 +109,10 @@ def _deprecated_order_2(fun, params, args, argnums, has_aux, options) -> Any:
             "the Hessian use check_hessian (all of it) or check_hessian(..., "
             "hvp=True) (one Hessian-vector product)."
         )
-    return check_hessian(
-        fun, params, *args, argnums=argnums, has_aux=has_aux, hvp=hvp, **options
-    )
+    return hessian_check(
+        "check_grad", fun, params, args, hvp=hvp, tangents=None, autodiff=None,
+        argnums=argnums, has_aux=has_aux, options=options,
+    )  # fmt: skip
 
 
 def assert_grad(

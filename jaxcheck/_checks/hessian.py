@@ -124,6 +124,27 @@ def check_hessian(
         >>> print(report.verdict)  # doctest: +ELLIPSIS
         FAILED: 4 of 8 entries differ, ... worst grad[1] × params[1] (jacrev): ...
     """
+    return hessian_check(
+        "check_hessian", fun, params, args, hvp=hvp, tangents=tangents,
+        autodiff=autodiff, argnums=argnums, has_aux=has_aux, options=options,
+    )  # fmt: skip
+
+
+def hessian_check(
+    check: str,
+    fun: Callable[..., Any],
+    params: Any,
+    args: tuple[Any, ...],
+    *,
+    hvp: bool,
+    tangents: Any,
+    autodiff: Any,
+    argnums: Any,
+    has_aux: Any,
+    options: dict[str, Any],
+) -> JacobianReport:
+    """`check_hessian`, called by the public function `check` (it names the
+    check in errors about options): validation, then the report."""
     _validate.check_fun(fun)
     if not isinstance(hvp, bool):
         raise TypeError(f"`hvp` must be True or False, got {hvp!r}.")
@@ -134,7 +155,7 @@ def check_hessian(
     name = f"Hessian of {fun_name(fun)}"
     fun, params, args, _ = select(fun, params, args, None, argnums, has_aux)
     options = make_options(
-        "check_hessian", options, takes=NO_RESUME, methods=JACOBIAN_METHODS,
+        check, options, takes=NO_RESUME, methods=JACOBIAN_METHODS,
         modes=("full",),
     )  # fmt: skip
     _validate.check_has_entries(split(fun, params, args))

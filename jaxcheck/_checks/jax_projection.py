@@ -9,8 +9,8 @@ as floors of each entry's band, which is looser than the projection where the
 entries are small next to `atol`: a VJP off by a factor of 2 whose entries are
 all below `atol` passes entry by entry but not in JAX's projection. So the
 drop-in checks its VJP along JAX's cotangent, entry by entry, and then makes
-JAX's projection test, on its own numbers and, where those fail it, on JAX's,
-computed by JAX's arithmetic (two more evaluations of `f`): it fails only where
+JAX's projection test on its own numbers and, where those fail it, runs JAX's
+own `jax.test_util.check_vjp` (two more evaluations of `f`): it fails only where
 JAX's projection fails too, and adds no rule of its own.
 """
 
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.test_util as jax_test_util
 import numpy as np
 
 from .._base.options import Tolerance
@@ -27,8 +28,6 @@ from .._engine.compare import floor_band
 from .._engine.traced_fun import traced_fun
 from .._tree.pytree import is_differentiable_leaf
 from .._verdict.report import GradCheckReport
-
-JAX_EPS = 1e-4  # `jax.test_util`'s step for the numerical JVP
 
 
 def _dtype(x: Any) -> np.dtype:
@@ -62,55 +61,29 @@ def jax_draws(args: tuple[Any, ...], out: Any) -> tuple[list[np.ndarray], Any]:
     return tangent, jax.tree_util.tree_unflatten(treedef, cotangent)
 
 
-def _inner(xs: list[np.ndarray], ys: list[np.ndarray]) -> np.ndarray:
-    """JAX's `inner_prod`: Σ Re(conj(x) · y), in the leaves' own dtypes."""
-    total = None
-    for x, y in zip(xs, ys, strict=True):
-        part = np.real(np.dot(np.conj(x).reshape(-1), np.asarray(y).reshape(-1)))
-        total = part if total is None else np.add(total, part)
-    return np.asarray(0.0 if total is None else total)
+def _jax_check_vjp(f, args, vjp_fn, eps, tolerance) -> str | None:
+    """JAX's own `jax.test_util.check_vjp` of the VJP `vjp_fn`, by the trace the
+    check made (`f`'s Python runs once per check): its failure message, or None
+    when it passes."""
+    atol = {dtype: a for dtype, a, _ in tolerance.floors}
+    rtol = {dtype: r for dtype, _, r in tolerance.floors}
+    step = {} if eps is None else {"eps": eps}
+    traced = traced_fun(f, *args)
+    # The primal is `f`'s value by the same evaluation JAX's check compares it
+    # with: the VJP was checked entry by entry, its primal is not in question.
+    structure = jax.tree_util.tree_structure(traced.out_info)
 
+    def f_vjp(*primals: Any) -> tuple[Any, Callable[[Any], Any]]:
+        def pullback(c: Any) -> Any:  # `vjp_fn` takes c in `f`'s own structure
+            return vjp_fn(structure.unflatten(jax.tree_util.tree_leaves(c)))
 
-def _moved(x: Any, t: np.ndarray, step: float) -> Any:
-    """x + step·t in x's dtype, as JAX's `add(primals, scalar_mul(t, eps))`."""
-    dtype = _dtype(x)
-    return np.asarray(np.asarray(x) + np.multiply(t, np.array(step, t.dtype)), dtype)
+        return traced(*primals), pullback
 
-
-def _jax_projection(f, args, vjp_fn, cotangent, tangent, eps, tolerance):
-    """JAX's two scalars, by JAX's arithmetic, its tolerances, and whether it
-    passes."""
-    step = JAX_EPS if eps is None else eps
-    leaves, treedef = jax.tree_util.tree_flatten(args)
-    moving = [is_differentiable_leaf(x) for x in leaves]
-
-    def at(sign: float) -> list[np.ndarray]:
-        new = [
-            _moved(x, t, sign * step) if m else x
-            for x, t, m in zip(leaves, tangent, moving, strict=True)
-        ]
-        # By the trace the check made: `f`'s Python runs once per check.
-        moved = jax.tree_util.tree_unflatten(treedef, new)
-        out = traced_fun(f, *args)(*moved)
-        return [np.asarray(y) for y in jax.tree_util.tree_leaves(out)]
-
-    plus, minus = at(1.0), at(-1.0)
-    jvp = []
-    for p, m in zip(plus, minus, strict=True):
-        with np.errstate(invalid="ignore"):  # inf − inf counts as 0, as in JAX
-            d = np.where(
-                p == m, np.zeros((), p.dtype), np.subtract(p, m, dtype=p.dtype)
-            )
-        jvp.append(np.multiply(d, np.array(0.5 / step, p.dtype), dtype=p.dtype))
-    c = [np.conj(x) for x in jax.tree_util.tree_leaves(cotangent)]
-    vjp = [np.conj(np.asarray(x)) for x in jax.tree_util.tree_leaves(vjp_fn(cotangent))]
-    ts = [t for t, m in zip(tangent, moving, strict=True) if m]
-    ip, expected = _inner(ts, vjp), _inner(jvp, c)
-    atol, rtol = _tolerances(tolerance, (ip.dtype, expected.dtype))
-    a, b = float(ip), float(expected)
-    # np.testing.assert_allclose, as JAX calls it (a zero rtol is its 1e-7).
-    ok = bool(np.isclose(a, b, rtol=rtol or 1e-7, atol=atol, equal_nan=True))
-    return a, b, atol, rtol, ok
+    try:
+        jax_test_util.check_vjp(traced, f_vjp, args, atol=atol, rtol=rtol, **step)
+    except AssertionError as error:
+        return str(error).strip().splitlines()[0] if str(error).strip() else "failed"
+    return None
 
 
 def _tolerances(tolerance: Tolerance, dtypes) -> tuple[float, float]:
@@ -136,14 +109,15 @@ def projection_failure(
     """Why the VJP fails JAX's projection test, or None when it passes.
 
     `report` is the VJP's passed entry-by-entry check along `cotangent` (every
-    entry smooth), `tangent` and `cotangent` are `jax_draws`', `eps` the
-    drop-in's (None: JAX's 1e-4) and `tolerance` holds JAX's tolerances by dtype.
-    The projection ⟨t, cᵀJ⟩ is made twice: on the report's numbers (the float64
-    twin's differences; an entry's band beyond its floor is its numbers'
-    uncertainty, allowed along t too) and as JAX makes it. The VJP fails only
-    when both fail: where JAX's passes there is no false alarm, where JAX's
-    numbers alone fail (a step across a domain edge, float32 round-off in its
-    differences) the drop-in's more accurate ones decide.
+    entry smooth), `vjp_fn` the VJP it checked, `tangent` and `cotangent`
+    `jax_draws`', `eps` the drop-in's (None: JAX's) and
+    `tolerance` holds JAX's tolerances by dtype. The projection ⟨t, cᵀJ⟩ is made
+    twice: on the report's numbers (the float64 twin's differences; an entry's
+    band beyond its floor is its numbers' uncertainty, allowed along t too) and
+    by JAX's own `jax.test_util.check_vjp`, which draws the same t and c. The
+    VJP fails only when both fail: where JAX's passes there is no false
+    alarm, where JAX's numbers alone fail (a step across a domain edge, float32
+    round-off in its differences) the drop-in's more accurate ones decide.
     """
     comparison = report.comparison
     a = np.asarray(comparison.analytic).reshape(-1)
@@ -165,15 +139,13 @@ def projection_failure(
     allowed = atol + rtol * abs(expected) + float(np.sum(np.abs(t) * slack))
     if abs(ip - expected) <= allowed:
         return None
-    jax_ip, jax_expected, jax_atol, jax_rtol, ok = _jax_projection(
-        f, args, vjp_fn, cotangent, tangent, eps, tolerance
-    )
-    if ok:
+    jax_says = _jax_check_vjp(f, args, vjp_fn, eps, tolerance)
+    if jax_says is None:
         return None
     return (
-        f"the cotangent projection differs: {jax_ip:.6g} against {jax_expected:.6g} "
-        f"as jax.test_util.check_grads computes it (atol {jax_atol:g}, rtol "
-        f"{jax_rtol:g}), and {ip:.6g} against {expected:.6g} on the drop-in's own "
-        "numbers, although every entry is within its band; the VJP is off by a "
-        "factor or a term spread over entries that are small next to `atol`."
+        f"the cotangent projection differs: {ip:.6g} against {expected:.6g} on the "
+        f"drop-in's numbers (atol {atol:g}, rtol {rtol:g}), and in "
+        f"jax.test_util.check_vjp ({jax_says}), although every entry is within its "
+        "band; the VJP is off by a factor or a term spread over entries that are "
+        "small next to `atol`."
     )
