@@ -92,8 +92,11 @@ def test_hessian_bad_arguments():
             jaxcheck.check_grad(sin_loss, X, order=2, mode="sample")
     with pytest.raises(ValueError, match="`samples` is the number of entries"):
         jaxcheck.check_hessian(sin_loss, X, samples=4)
-    with pytest.raises(ValueError, match='takes mode="full" only'):
+    with pytest.raises(ValueError, match='takes mode="full" only.*pass hvp=True'):
         jaxcheck.check_hessian(sin_loss, X, mode="fast")
+    with pytest.warns(DeprecationWarning):
+        with pytest.raises(ValueError, match="Hessian check keeps no record"):
+            jaxcheck.check_grad(sin_loss, X, order=2, resume="somewhere")
     with pytest.raises(TypeError, match="does not take the option `resume`"):
         jaxcheck.check_hessian(sin_loss, X, resume="r")
     with pytest.raises(ValueError, match="`grad` cannot be given with order=2"):

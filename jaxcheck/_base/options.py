@@ -231,6 +231,8 @@ def make_options(
     takes: Sequence[str] = OPTION_NAMES,
     methods: Sequence[str] | None = None,
     modes: Sequence[str] = MODES,
+    mode_hint: str = 'For a large model use check_grad or check_vjp with mode="fast" '
+    'or "sample".',
     floors: tuple[tuple[Any, float, float], ...] = (),
     nan_agrees: bool = False,
 ) -> Options:
@@ -238,7 +240,8 @@ def make_options(
     them as one `Options`.
 
     `takes` names the options `check` accepts, `methods` and `modes` the values of
-    `method` and `mode` it allows (None: every method).
+    `method` and `mode` it allows (None: every method), `mode_hint` what to do
+    instead of a mode it refuses.
     """
     _check_names(check, given, takes)
     options = dict(given)
@@ -267,8 +270,7 @@ def make_options(
     if mode not in modes:
         raise ValueError(
             f"`mode`={mode!r} screens the entries of a gradient; {check} compares "
-            'every entry, so it takes mode="full" only. For a large model use '
-            'check_grad or check_vjp with mode="fast" or "sample".'
+            f'every entry, so it takes mode="full" only. {mode_hint}'
         )
     _validate.check_progress(progress)
     _validate.check_devices(devices)

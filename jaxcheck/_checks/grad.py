@@ -103,6 +103,11 @@ def _deprecated_order_2(fun, params, args, argnums, has_aux, options) -> Any:
         DeprecationWarning,
         stacklevel=3,
     )
+    if "resume" in options:
+        raise ValueError(
+            "`resume` records the evaluations of a gradient check (order=1); a "
+            "Hessian check keeps no record: drop `resume`."
+        )
     if mode == "sample":
         raise ValueError(
             'mode="sample" checks sampled entries of a gradient (order=1); for '

@@ -156,7 +156,7 @@ def hessian_check(
     fun, params, args, _ = select(fun, params, args, None, argnums, has_aux)
     options = make_options(
         check, options, takes=NO_RESUME, methods=JACOBIAN_METHODS,
-        modes=("full",),
+        modes=("full",), mode_hint="For one Hessian-vector product pass hvp=True.",
     )  # fmt: skip
     _validate.check_has_entries(split(fun, params, args))
     if hvp:
